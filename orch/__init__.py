@@ -1,0 +1,3 @@
+"""orch: a command-line orchestrator for AI coding agents and deterministic runners."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The `orch` command: global options, sub-commands, and the one error boundary.
+
+Each command parses its options, calls one core function and renders what it
+returns; core errors (OrchError) become one line `error: ...` and the exit
+status of SPEC section 10, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from orch import __version__
+from orch.cli.context import AppContext
+
+app = typer.Typer(
+    name="orch",
+    help="Carry software tasks through a pipeline of AI coding agents and deterministic runners.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"orch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[str | None, typer.Option(
+        "--home", metavar="DIR",
+        help="The orch home (default: $ORCH_HOME, else $XDG_STATE_HOME/orch).")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show tracebacks and more detail on errors.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Carry software tasks through a pipeline of AI coding agents and deterministic runners.
+
+    Example: orch --home ~/orch init --repo app=~/src/app
+    """
+    ctx.obj = AppContext(home_option=home, verbose=verbose)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    from orch.cli import admin, ops, tasks
+
+    admin.register(app)
+    tasks.register(app)
+    ops.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and map every error to its exit status."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    from orch.errors import OrchError
+
+    usage_error, click_exception = _click_errors()
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args[:_first_command_index(args)] or "-v" in args[
+        :_first_command_index(args)]
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="orch", standalone_mode=False)
+    except usage_error as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _error(f"{exc.format_message()}{hint}")
+        return 2
+    except typer.Abort:
+        _error("aborted")
+        return 130
+    except click_exception as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except OrchError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        _error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug or a broken environment: still one line, no traceback
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
+        return 1
+    return int(result) if isinstance(result, int) else 0
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """click's UsageError and ClickException, whether typer vendors click or not."""
+    mro = typer.BadParameter.__mro__
+    usage = next(c for c in mro if c.__name__ == "UsageError")
+    base = next(c for c in mro if c.__name__ == "ClickException")
+    return usage, base
+
+
+def _first_command_index(args: list[str]) -> int:
+    for index, arg in enumerate(args):
+        if not arg.startswith("-"):
+            if index > 0 and args[index - 1] == "--home":
+                continue
+            return index
+    return len(args)
+
+
+def _error(message: str) -> None:
+    text = " ".join(message.split("\n")).strip()
+    print(f"error: {text}", file=sys.stderr)

@@ -1,0 +1,56 @@
+"""What every command gets: the home, settings loaded once, the database opened once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orch.config import Settings
+    from orch.pipeline import Pipeline
+    from orch.state.db import Database
+
+
+@dataclass
+class AppContext:
+    home_option: str | None = None
+    verbose: bool = False
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        if "home" not in self._cache:
+            from orch.config import resolve_home
+
+            self._cache["home"] = resolve_home(self.home_option)
+        return self._cache["home"]
+
+    @property
+    def settings(self) -> Settings:
+        if "settings" not in self._cache:
+            from orch.config import load_settings
+
+            self._cache["settings"] = load_settings(self.home)
+        return self._cache["settings"]
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if "pipeline" not in self._cache:
+            from orch.pipeline import load_pipeline
+
+            self._cache["pipeline"] = load_pipeline(self.settings)
+        return self._cache["pipeline"]
+
+    @property
+    def db(self) -> Database:
+        if "db" not in self._cache:
+            from orch.engine.home import open_state
+
+            self._cache["db"] = open_state(self.settings)
+        return self._cache["db"]
+
+    def close(self) -> None:
+        db = self._cache.pop("db", None)
+        if db is not None:
+            db.close()

@@ -1,0 +1,125 @@
+"""`orch task ...`: add, import, list, show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+task_app = typer.Typer(help="Add, import, list and show tasks.", no_args_is_help=True)
+
+
+@task_app.command("add")
+def add(
+    ctx: typer.Context,
+    repo: Annotated[str, typer.Option("--repo", help="The repo the task belongs to.")],
+    title: Annotated[str, typer.Option("--title", help="A one-line title.")],
+    body: Annotated[str | None, typer.Option("--body", help="The task's description.")] = None,
+    body_file: Annotated[Path | None, typer.Option(
+        "--body-file", help="Read the description from a file.")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the task object.")] = False,
+) -> None:
+    """Add a task; it waits at the first stage for the serial gate.
+
+    Example: orch task add --repo app --title "Add a health endpoint" --priority 5
+    """
+    from orch.engine.tasks import NewTask, add_task
+    from orch.errors import UsageError
+
+    if body is not None and body_file is not None:
+        raise UsageError("--body and --body-file exclude each other")
+    if body_file is not None:
+        try:
+            body = body_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--body-file {body_file}: cannot read: {exc}") from exc
+    obj = ctx.obj
+    task = add_task(obj.settings, obj.db, NewTask(repo, title, body or "", priority),
+                    obj.pipeline.first.name)
+    if as_json:
+        from orch.cli.render import emit_json
+
+        emit_json(task)
+    else:
+        print(task["id"])
+
+
+@task_app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A .yaml/.yml list or a .jsonl file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new ids as JSON.")] = False,
+) -> None:
+    """Add many tasks in one transaction: all of them, or none.
+
+    Each record has repo and title, and optionally body and priority.
+    Example: orch task import backlog.yaml
+    """
+    from orch.engine.tasks import import_tasks
+
+    obj = ctx.obj
+    ids = import_tasks(obj.settings, obj.db, file, obj.pipeline.first.name)
+    if as_json:
+        from orch.cli.render import emit_json
+
+        emit_json({"ids": ids})
+    else:
+        print(f"imported {len(ids)} task(s): {' '.join(map(str, ids))}".rstrip(": "))
+
+
+@task_app.command("list")
+def list_(
+    ctx: typer.Context,
+    show_all: Annotated[bool, typer.Option("--all", help="Include closed tasks.")] = False,
+    repo: Annotated[str | None, typer.Option("--repo", help="Only this repo.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List open tasks (with --all, closed ones too).
+
+    Example: orch task list --repo app --json
+    """
+    from orch.engine.tasks import list_tasks
+
+    obj = ctx.obj
+    if repo is not None:
+        obj.settings.repo(repo)
+    rows = list_tasks(obj.db, include_closed=show_all, repo=repo)
+    if as_json:
+        from orch.cli.render import emit_json
+
+        emit_json(rows)
+    else:
+        from orch.cli.render import task_rows
+
+        task_rows(rows)
+
+
+@task_app.command("show")
+def show(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="The task id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print task, jobs, runs, events, "
+                                          "artifacts as one object.")] = False,
+) -> None:
+    """Show a task: its jobs and runs, its artifacts and its events as a timeline.
+
+    Example: orch task show 42
+    """
+    from orch.engine.tasks import task_detail
+
+    obj = ctx.obj
+    detail = task_detail(obj.settings, obj.db, task_id)
+    if as_json:
+        from orch.cli.render import emit_json
+
+        emit_json(detail)
+    else:
+        from orch.cli.render import task_detail as render_detail
+
+        render_detail(detail)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(task_app, name="task")

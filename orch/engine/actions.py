@@ -1,0 +1,137 @@
+"""Operator actions: pause, resume, retry, cancel, approve, reject, freeze (SPEC section 7).
+
+Each id is handled on its own: a refused id changes nothing and the others
+are applied; the caller exits with the highest status. Every change writes
+its event in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from orch.config import Settings
+from orch.errors import NotFoundError, OrchError, RefusedError
+from orch.state import events, repos, tasks
+from orch.state import jobs as jobs_state
+from orch.state.db import Database
+from orch.timeutil import now_iso
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    task_id: int
+    message: str
+    exit_code: int = 0
+
+
+def apply_each(ids: Iterable[int], action: Callable[[int], str]) -> list[ActionResult]:
+    """Run `action` per id; OrchErrors become results with their exit status."""
+    results = []
+    for task_id in ids:
+        try:
+            results.append(ActionResult(task_id, action(task_id)))
+        except OrchError as exc:
+            results.append(ActionResult(task_id, str(exc), exc.exit_code))
+    return results
+
+
+def _open_task(db: Database, task_id: int, verb: str) -> dict:
+    task = tasks.get(db, task_id)
+    if task is None:
+        raise NotFoundError(f"no such task: {task_id}")
+    if task["state"] == "closed":
+        raise RefusedError(f"task {task_id} is closed ({task['stage']}): cannot {verb} it")
+    return task
+
+
+def pause(db: Database, task_id: int, reason: str | None) -> str:
+    """Park a task: state kept, no new job; the slot goes once no job runs."""
+    with db.transaction():
+        task = _open_task(db, task_id, "pause")
+        if task["paused_at"]:
+            return f"task {task_id}: already paused ({task['pause_reason'] or 'no reason'})"
+        text = reason or "paused by operator"
+        running = jobs_state.open_job(db, task_id)
+        release = not (running and running["status"] == "running")
+        changes = {"paused_at": now_iso(), "pause_reason": text}
+        if release:
+            changes["admitted"] = 0
+        tasks.update(db, task_id, expect={"paused_at": None}, **changes)
+        events.record(db, "paused", f"{text}" + ("; slot released" if release and
+                                                 task["admitted"] else ""), task_id=task_id)
+    return f"task {task_id}: paused"
+
+
+def resume(db: Database, task_id: int) -> str:
+    """Clear a pause; needs_input goes back to active; a released slot means waiting."""
+    with db.transaction():
+        task = _open_task(db, task_id, "resume")
+        if not task["paused_at"] and task["state"] != "needs_input":
+            return f"task {task_id}: not paused"
+        state = task["state"]
+        if state == "needs_input":
+            state = "active"
+        if not task["admitted"] and state == "active":
+            state = "waiting"
+        tasks.update(db, task_id, expect={"state": task["state"]}, paused_at=None,
+                     pause_reason=None, state=state)
+        events.record(db, "resumed", f"state {task['state']} -> {state}", task_id=task_id)
+    return f"task {task_id}: resumed ({state})"
+
+
+def retry(db: Database, task_id: int) -> str:
+    """Return a held task to work with fresh attempts (the enqueue phase makes its job)."""
+    with db.transaction():
+        task = _open_task(db, task_id, "retry")
+        if task["state"] != "held":
+            raise RefusedError(f"task {task_id} is {task['state']}, not held: nothing to retry")
+        open_job = jobs_state.open_job(db, task_id)
+        if open_job is not None:
+            jobs_state.close(db, open_job["id"], status="cancelled", verdict=None,
+                             expect_status=("queued",), error="closed by orch retry")
+        state = "active" if task["admitted"] else "waiting"
+        tasks.update(db, task_id, expect={"state": "held"}, state=state, hold_reason=None)
+        events.record(db, "retried", f"hold lifted ({task['hold_reason']}); {state}",
+                      task_id=task_id)
+    return f"task {task_id}: retried ({state})"
+
+
+def cancel(settings: Settings, db: Database, task_id: int) -> str:
+    """End a task; its running job's process group is terminated."""
+    with db.transaction():
+        task = _open_task(db, task_id, "cancel")
+        job = jobs_state.open_job(db, task_id)
+        run = None
+        if job is not None:
+            if job["status"] == "running" and job["run_id"]:
+                run = jobs_state.get_run(db, job["run_id"])
+                jobs_state.end_run(db, job["run_id"], "cancelled", "task cancelled")
+            jobs_state.close(db, job["id"], status="cancelled", verdict=None,
+                             expect_status=("queued", "running"), error="task cancelled")
+        tasks.update(db, task_id, expect={"state": task["state"]}, stage="cancelled",
+                     state="closed", admitted=0)
+        events.record(db, "cancelled", f"cancelled at stage {task['stage']}",
+                      task_id=task_id, job_id=job["id"] if job else None)
+    if job is not None and job["status"] == "running":
+        _kill_run(settings, job, run)
+    return f"task {task_id}: cancelled"
+
+
+def _kill_run(settings: Settings, job: dict, run: dict | None) -> None:
+    """Terminate what runs for a cancelled job on this machine (never a reused pid)."""
+    from orch import procs
+
+    if job["boot_id"] != procs.boot_id() or job["host"] != procs.hostname():
+        return
+    if run is not None and run.get("pgid"):
+        procs.kill_group(int(run["pgid"]), run.get("pgid_started"), settings.cancel_grace_s)
+
+
+def freeze(db: Database, names: list[str], frozen: bool) -> list[str]:
+    """Stop (or restart) admissions for repos; events record each change."""
+    with db.transaction():
+        for name in names:
+            if repos.set_frozen(db, name, frozen):
+                events.record(db, "frozen" if frozen else "unfrozen", f"repo {name}")
+    return names

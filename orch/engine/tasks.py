@@ -1,0 +1,157 @@
+"""Task operations behind `orch task ...`: add, import, list, show."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orch.artifacts import MANIFEST, TASK_FILE, write_document
+from orch.config import Settings
+from orch.errors import NotFoundError, UsageError
+from orch.state import events, tasks
+from orch.state import jobs as jobs_state
+from orch.state.db import Database
+
+IMPORT_KEYS = ("repo", "title", "body", "priority")
+
+
+@dataclass(frozen=True)
+class NewTask:
+    repo: str
+    title: str
+    body: str = ""
+    priority: int = 0
+
+
+def artifacts_dir(settings: Settings, task_id: int) -> Path:
+    return settings.home / "tasks" / str(task_id)
+
+
+def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None:
+    """Unknown repo: exit 3; an empty title: a usage error."""
+    prefix = f"{where}: " if where else ""
+    if new.repo not in settings.repos:
+        known = ", ".join(sorted(settings.repos)) or "none configured"
+        raise NotFoundError(f"{prefix}no such repo: {new.repo!r} (known: {known})")
+    if not new.title.strip():
+        raise UsageError(f"{prefix}title must not be empty")
+
+
+def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -> dict[str, Any]:
+    """Insert one task (waiting at the first stage) and write its 00-task.md."""
+    validate_new_task(settings, new)
+    with db.transaction():
+        task_id = _insert(settings, db, new, first_stage)
+    task = tasks.get(db, task_id)
+    assert task is not None
+    return task
+
+
+def _insert(settings: Settings, db: Database, new: NewTask, first_stage: str) -> int:
+    task_id = tasks.insert(db, repo=new.repo, title=new.title, body=new.body,
+                           priority=new.priority, stage=first_stage)
+    events.record(db, "created", f"task added to {new.repo} at stage {first_stage}",
+                  task_id=task_id)
+    write_document(artifacts_dir(settings, task_id) / TASK_FILE,
+                   {"id": task_id, "repo": new.repo, "title": new.title,
+                    "priority": new.priority},
+                   f"# {new.title}\n\n{new.body}\n")
+    return task_id
+
+
+def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str) -> list[int]:
+    """Add every record of a .yaml/.yml list or a .jsonl file in one transaction."""
+    records = read_import_file(path)
+    checked = []
+    for line, record in records:
+        new = _record_to_task(record, f"{path}:{line}")
+        validate_new_task(settings, new, f"{path}:{line}")
+        checked.append(new)
+    with db.transaction():
+        return [_insert(settings, db, new, first_stage) for new in checked]
+
+
+def read_import_file(path: Path) -> list[tuple[int, Any]]:
+    """(line, record) pairs from a YAML list or JSON lines; errors name the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        records = []
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                records.append((number, json.loads(raw)))
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+        return records
+    if suffix in (".yaml", ".yml"):
+        return _yaml_records(path, text)
+    raise UsageError(f"{path}: expected a .yaml, .yml or .jsonl file")
+
+
+def _yaml_records(path: Path, text: str) -> list[tuple[int, Any]]:
+    from orch.errors import ConfigError
+    from orch.yamlio import load_yaml
+
+    try:
+        data, marks = load_yaml(text, str(path))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise UsageError(f"{path}:{marks.get((), 1)}: expected a list of tasks")
+    return [(marks.get((index,), 0), record) for index, record in enumerate(data)]
+
+
+def _record_to_task(record: Any, where: str) -> NewTask:
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: expected an object with repo and title")
+    for key in record:
+        if key not in IMPORT_KEYS:
+            raise UsageError(f"{where}: unknown key {key!r} (allowed: {', '.join(IMPORT_KEYS)})")
+    for key in ("repo", "title"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise UsageError(f"{where}: {key} must be a non-empty string")
+    body = record.get("body", "")
+    if body is None:
+        body = ""
+    if not isinstance(body, str):
+        raise UsageError(f"{where}: body must be a string")
+    priority = record.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise UsageError(f"{where}: priority must be an integer")
+    return NewTask(record["repo"], record["title"], body, priority)
+
+
+def get_task(db: Database, task_id: int) -> dict[str, Any]:
+    task = tasks.get(db, task_id)
+    if task is None:
+        raise NotFoundError(f"no such task: {task_id}")
+    return task
+
+
+def task_detail(settings: Settings, db: Database, task_id: int) -> dict[str, Any]:
+    """Everything `orch task show` prints: task, jobs, runs, events, artifacts."""
+    task = get_task(db, task_id)
+    folder = artifacts_dir(settings, task_id)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file()
+                   and not p.name.startswith(".")) if folder.is_dir() else []
+    return {"task": task, "jobs": jobs_state.for_task(db, task_id),
+            "runs": jobs_state.runs_for_task(db, task_id),
+            "events": events.for_task(db, task_id), "artifacts": names}
+
+
+def list_tasks(db: Database, *, include_closed: bool, repo: str | None) -> list[dict[str, Any]]:
+    if include_closed:
+        return tasks.all_tasks(db, repo)
+    return tasks.open_tasks(db, repo)
+
+
+KNOWN_ARTIFACTS = MANIFEST

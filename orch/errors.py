@@ -1,0 +1,69 @@
+"""One exception hierarchy; each class carries the exit status of SPEC section 10.
+
+The CLI turns any OrchError into one line `error: ...` on stderr and its exit
+status, at a single boundary (orch.cli.main).
+"""
+
+from __future__ import annotations
+
+
+class OrchError(Exception):
+    """Base class: a message for the user and an exit status."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RefusedError(OrchError):
+    """The command's subject failed or the action was refused for the task's state."""
+
+    exit_code = 1
+
+
+class UsageError(OrchError):
+    """Wrong options or arguments."""
+
+    exit_code = 2
+
+
+class NotFoundError(OrchError):
+    """No such task, job or repo."""
+
+    exit_code = 3
+
+
+class ConfigError(OrchError):
+    """The configuration or the pipeline file is invalid."""
+
+    exit_code = 4
+
+    def __init__(self, file: str, key: str, message: str, line: int | None = None,
+                 hint: str | None = None) -> None:
+        where = f"{file}"
+        if line is not None:
+            where += f":{line}"
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+        self.file = file
+        self.key = key
+        self.line = line
+
+
+class DatabaseError(OrchError):
+    """The database is unreadable, corrupt, or newer than this orch."""
+
+    exit_code = 5
+
+
+class TryAgainError(OrchError):
+    """Try again later: the database stayed locked past its busy timeout."""
+
+    exit_code = 75

@@ -1,0 +1,157 @@
+"""DDL and the ordered migrations (SPEC section 4).
+
+`PRAGMA user_version` holds the schema version. Each migration runs in its own
+`BEGIN IMMEDIATE` transaction that also bumps the version, so a crash leaves
+the file at the previous version, never half-migrated; a second process that
+races the first re-reads the version inside its transaction and does nothing.
+Migrations only add (tables, columns, indexes), so a supervisor started by an
+older orch can still write its heartbeat and exit.
+"""
+
+from __future__ import annotations
+
+from orch.errors import DatabaseError
+from orch.state.db import Database
+
+QUEUED_IS_CLEAN = """
+    CHECK (status != 'queued' OR (run_id IS NULL AND pid IS NULL AND pid_started IS NULL
+           AND boot_id IS NULL AND started_at IS NULL AND heartbeat_at IS NULL
+           AND heartbeat_mono IS NULL))"""
+
+V1_TABLES = f"""
+CREATE TABLE tasks (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo         TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    body         TEXT NOT NULL DEFAULT '',
+    priority     INTEGER NOT NULL DEFAULT 0,
+    stage        TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('waiting', 'active', 'needs_input', 'held', 'closed')),
+    round        INTEGER NOT NULL DEFAULT 0,
+    admitted     INTEGER NOT NULL DEFAULT 0,
+    paused_at    TEXT,
+    pause_reason TEXT,
+    hold_reason  TEXT,
+    branch       TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE TABLE jobs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id        INTEGER NOT NULL REFERENCES tasks(id),
+    stage          TEXT NOT NULL,
+    runner         TEXT NOT NULL,
+    status         TEXT NOT NULL
+                   CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    attempt        INTEGER NOT NULL DEFAULT 1,
+    defers         INTEGER NOT NULL DEFAULT 0,
+    verdict        TEXT,
+    run_id         INTEGER,
+    pid            INTEGER,
+    pid_started    INTEGER,
+    host           TEXT,
+    boot_id        TEXT,
+    started_at     TEXT,
+    heartbeat_at   TEXT,
+    heartbeat_mono REAL,
+    finished_at    TEXT,
+    not_before     TEXT,
+    exit_code      INTEGER,
+    error          TEXT,
+    created_at     TEXT NOT NULL,
+    judged         INTEGER NOT NULL DEFAULT 1,
+    {QUEUED_IS_CLEAN.strip()}
+);
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id       INTEGER NOT NULL REFERENCES jobs(id),
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    exit_code    INTEGER,
+    outcome      TEXT,
+    log_path     TEXT,
+    pgid         INTEGER,
+    pgid_started INTEGER,
+    session_id   TEXT,
+    cost_usd     REAL,
+    tokens       INTEGER,
+    attempt      INTEGER NOT NULL DEFAULT 1,
+    base_commit  TEXT,
+    detail       TEXT
+);
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    task_id INTEGER,
+    job_id  INTEGER,
+    kind    TEXT NOT NULL,
+    detail  TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+V2_INDEXES_AND_REPOS = """
+CREATE TABLE repo_state (
+    repo       TEXT PRIMARY KEY,
+    frozen     INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);
+CREATE INDEX tasks_open ON tasks (repo, priority DESC, id) WHERE state != 'closed';
+CREATE INDEX jobs_task ON jobs (task_id);
+CREATE UNIQUE INDEX jobs_one_open_per_task ON jobs (task_id)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX jobs_queued ON jobs (id) WHERE status = 'queued';
+CREATE INDEX jobs_running ON jobs (id) WHERE status = 'running';
+CREATE INDEX jobs_unjudged ON jobs (id)
+    WHERE judged = 0 AND status IN ('succeeded', 'failed', 'cancelled');
+CREATE INDEX runs_job ON runs (job_id);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX events_task ON events (task_id, id);
+CREATE INDEX events_at ON events (at);
+INSERT OR IGNORE INTO counters (name, value) VALUES
+    ('impossible_queued_total', 0), ('reaped_total', 0),
+    ('ticks_total', 0), ('claims_total', 0);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: Database) -> int:
+    return int(db.scalar("PRAGMA user_version"))
+
+
+def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
+    """Bring the file to `target`, one transaction per migration; refuse a newer file."""
+    current = schema_version(db)
+    if current > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{db.path}: schema version {current} is newer than this orch understands "
+            f"({SCHEMA_VERSION}); upgrade orch")
+    if current >= target:
+        return current
+    if current == 0:
+        db.execute("PRAGMA journal_mode = WAL")
+    while current < target:
+        with db.transaction():
+            current = schema_version(db)  # another process may have migrated meanwhile
+            if current >= target:
+                break
+            for statement in _statements(MIGRATIONS[current]):
+                db.execute(statement)
+            current += 1
+            db.execute(f"PRAGMA user_version = {current}")
+    return current
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (no ';' inside our DDL strings)."""
+    return [part.strip() for part in script.split(";") if part.strip()]

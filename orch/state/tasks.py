@@ -1,0 +1,77 @@
+"""Task rows: insert, read, and guarded updates (each caller records its event)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orch.state.db import Database
+from orch.timeutil import now_iso
+
+TASK_COLUMNS = ("id", "repo", "title", "body", "priority", "stage", "state", "round",
+                "admitted", "paused_at", "pause_reason", "hold_reason", "branch",
+                "created_at", "updated_at")
+_UPDATABLE = frozenset(TASK_COLUMNS) - {"id", "created_at", "updated_at"}
+
+
+def insert(db: Database, *, repo: str, title: str, body: str, priority: int, stage: str,
+           state: str = "waiting", at: str | None = None) -> int:
+    stamp = at or now_iso()
+    cursor = db.execute(
+        "INSERT INTO tasks (repo, title, body, priority, stage, state, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (repo, title, body, priority, stage, state, stamp, stamp))
+    return int(cursor.lastrowid or 0)
+
+
+def get(db: Database, task_id: int) -> dict[str, Any] | None:
+    return db.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+
+
+def update(db: Database, task_id: int, expect: dict[str, Any] | None = None,
+           **changes: Any) -> bool:
+    """Set columns on one task, guarded by `expect` (column: value); True if a row changed."""
+    for column in changes:
+        if column not in _UPDATABLE:
+            raise ValueError(f"not an updatable task column: {column}")
+    sets = ", ".join(f"{column} = ?" for column in changes)
+    params: list[Any] = [*changes.values(), now_iso(), task_id]
+    where = "id = ?"
+    for column, value in (expect or {}).items():
+        if column not in TASK_COLUMNS:
+            raise ValueError(f"not a task column: {column}")
+        if value is None:
+            where += f" AND {column} IS NULL"
+        else:
+            where += f" AND {column} = ?"
+            params.append(value)
+    cursor = db.execute(f"UPDATE tasks SET {sets}, updated_at = ? WHERE {where}", params)
+    return cursor.rowcount == 1
+
+
+def open_tasks(db: Database, repo: str | None = None) -> list[dict[str, Any]]:
+    """Non-terminal tasks in FIFO order (priority descending, then id)."""
+    if repo is None:
+        return db.all("SELECT * FROM tasks WHERE state != 'closed' "
+                      "ORDER BY repo, priority DESC, id")
+    return db.all("SELECT * FROM tasks WHERE state != 'closed' AND repo = ? "
+                  "ORDER BY priority DESC, id", (repo,))
+
+
+def all_tasks(db: Database, repo: str | None = None, limit: int | None = None
+              ) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM tasks"
+    params: list[Any] = []
+    if repo is not None:
+        sql += " WHERE repo = ?"
+        params.append(repo)
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return db.all(sql, params)
+
+
+def ids_exist(db: Database, ids: list[int]) -> set[int]:
+    if not ids:
+        return set()
+    marks = ", ".join("?" for _ in ids)
+    return {int(row["id"]) for row in db.all(f"SELECT id FROM tasks WHERE id IN ({marks})", ids)}

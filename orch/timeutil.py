@@ -1,0 +1,27 @@
+"""UTC ISO-8601 timestamps, the only time format stored (SPEC section 4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now_iso() -> str:
+    """The current UTC time as `2026-11-25T01:02:03.456789Z`."""
+    return to_iso(datetime.now(UTC))
+
+
+def to_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse a stored timestamp back into an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def age_s(text: str | None, now: datetime | None = None) -> float | None:
+    """Seconds since a stored timestamp, or None when there is none."""
+    if not text:
+        return None
+    current = now or datetime.now(UTC)
+    return max(0.0, (current - parse_iso(text)).total_seconds())
