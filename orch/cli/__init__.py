@@ -52,11 +52,10 @@ def root(
 
 
 def _register() -> None:
-    from orch.cli import admin, ops, tasks
+    from orch.cli import admin, inspect, maint, ops, runners, tasks
 
-    admin.register(app)
-    tasks.register(app)
-    ops.register(app)
+    for module in (admin, tasks, ops, inspect, runners, maint):
+        module.register(app)
 
 
 _register()

@@ -111,6 +111,53 @@ def unfreeze(
     _freeze(ctx, repos, every, False)
 
 
+def tick(
+    ctx: typer.Context,
+    max_claims: Annotated[int, typer.Option("--max-claims", min=0,
+                                            help="Claim at most N jobs.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would happen; "
+                                          "write nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tick report as JSON.")]
+    = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless something "
+                                        "went wrong (for cron).")] = False,
+) -> None:
+    """Move every task as far as it may go, repair crashes, claim jobs, exit.
+
+    Run it from cron or a systemd timer every minute.
+    Example: orch tick --json
+    """
+    from orch.engine.tick import run_tick
+
+    obj: AppContext = ctx.obj
+    report = run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
+                      dry_run=dry_run)
+    if as_json:
+        from orch.cli.render import emit_json
+
+        emit_json(report.as_dict())
+    elif not quiet or report.errors:
+        from orch.cli.render import tick_summary
+
+        tick_summary(report.as_dict(), dry_run=dry_run, quiet=quiet)
+
+
+def supervise(
+    ctx: typer.Context,
+    job: Annotated[int, typer.Option("--job", help="Job id.")],
+    run: Annotated[int, typer.Option("--run", help="Run id.")],
+) -> None:
+    """Internal: supervise one agent run (started by orch tick).
+
+    Example: orch supervise --job 7 --run 12
+    """
+    from orch.supervisor import supervise as run_supervisor
+
+    obj: AppContext = ctx.obj
+    raise typer.Exit(run_supervisor(obj.settings, obj.db, job, run))
+
+
 def register(app: typer.Typer) -> None:
-    for command in (pause, resume, retry, cancel, freeze, unfreeze):
+    for command in (tick, pause, resume, retry, cancel, freeze, unfreeze):
         app.command(command.__name__)(command)
+    app.command("supervise", hidden=True)(supervise)

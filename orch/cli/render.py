@@ -78,3 +78,28 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
                   f"{event['detail']}", markup=False)
     names = ", ".join(detail["artifacts"]) or "none"
     out.print(f"artifacts: {names}", markup=False)
+
+
+def tick_summary(report: dict[str, Any], *, dry_run: bool, quiet: bool) -> None:
+    """A few lines saying what a tick did (or, dry, would do)."""
+    prefix = "would " if dry_run else ""
+    lines = []
+    if report["sanitized"]:
+        lines.append(f"{prefix}sanitize {report['sanitized']} impossible queued job(s)")
+    if report["reaped"]:
+        lines.append(f"{prefix}reap job(s) {', '.join(map(str, report['reaped']))}")
+    for move in report["advanced"]:
+        lines.append(f"task {move['task']}: {move['from']} -> {move['to']} ({move['verdict']})")
+    if report["admitted"]:
+        lines.append(f"{prefix}admit task(s) {', '.join(map(str, report['admitted']))}")
+    if report["enqueued"]:
+        lines.append(f"{prefix}enqueue job(s) {', '.join(map(str, report['enqueued']))}")
+    for claim in report["claimed"]:
+        lines.append(f"{prefix}claim job {claim['job']} (task {claim['task']}, "
+                     f"{claim['runner']})")
+    if not quiet:
+        for line in lines or ["nothing to do"]:
+            print(line)
+    for error in report["errors"]:
+        print(f"error: task {error['task']} job {error['job']}: {error['error']}",
+              file=sys.stderr)

@@ -76,14 +76,13 @@ class Database:
         self._depth = 1
         try:
             yield self
+            self.execute("COMMIT")  # a failed COMMIT (busy) must not leave the transaction open
         except BaseException:
             try:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             raise
-        else:
-            self.execute("COMMIT")
         finally:
             self._depth = 0
 

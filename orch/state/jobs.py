@@ -88,7 +88,8 @@ def queued_count(db: Database) -> int:
 
 
 def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
-               log_dir: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+               log_dir: str, exclude_repos: tuple[str, ...] = ()
+               ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Claim the next runnable job in one BEGIN IMMEDIATE transaction.
 
     Picks by task priority then job id among queued jobs whose `not_before`
@@ -99,11 +100,12 @@ def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
     with db.transaction():
         if running_count(db) >= max_concurrency:
             return None
+        skip = "".join(" AND tasks.repo != ?" for _ in exclude_repos)
         job = db.one(
             "SELECT jobs.* FROM jobs JOIN tasks ON tasks.id = jobs.task_id "
             "WHERE jobs.status = 'queued' AND (jobs.not_before IS NULL OR jobs.not_before <= ?) "
-            "AND tasks.state = 'active' AND tasks.paused_at IS NULL "
-            "ORDER BY tasks.priority DESC, jobs.id LIMIT 1", (now,))
+            f"AND tasks.state = 'active' AND tasks.paused_at IS NULL{skip} "
+            "ORDER BY tasks.priority DESC, jobs.id LIMIT 1", (now, *exclude_repos))
         if job is None:
             return None
         cursor = db.execute(
@@ -239,3 +241,26 @@ def task_cost(db: Database, task_id: int) -> float:
 def cost_since(db: Database, since: str) -> float:
     return float(db.scalar("SELECT coalesce(sum(cost_usd), 0) FROM runs WHERE started_at >= ?",
                            (since,)))
+
+
+def judge(db: Database, job_id: int, verdict: str) -> bool:
+    """Record the verdict of a finished job's latest run, once."""
+    cursor = db.execute("UPDATE jobs SET verdict = ?, judged = 1 WHERE id = ? AND judged = 0",
+                        (verdict, job_id))
+    return cursor.rowcount == 1
+
+
+def has_pending_job(db: Database, task_id: int) -> bool:
+    """A queued or running job, or a finished one not judged yet."""
+    return db.scalar(
+        "SELECT 1 FROM jobs WHERE task_id = ? AND (status IN ('queued', 'running') "
+        "OR judged = 0) LIMIT 1", (task_id,)) is not None
+
+
+def tasks_needing_job(db: Database) -> list[dict[str, Any]]:
+    """Active, unpaused, admitted tasks with no open or unjudged job (enqueue phase)."""
+    return db.all(
+        "SELECT * FROM tasks WHERE state = 'active' AND paused_at IS NULL AND admitted = 1 "
+        "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id "
+        "AND (jobs.status IN ('queued', 'running') OR jobs.judged = 0)) "
+        "ORDER BY priority DESC, id")

@@ -136,10 +136,11 @@ def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
         raise DatabaseError(
             f"{db.path}: schema version {current} is newer than this orch understands "
             f"({SCHEMA_VERSION}); upgrade orch")
+    if str(db.scalar("PRAGMA journal_mode")).lower() != "wal":
+        # every file runs in WAL, including one made by an older orch or by hand
+        db.execute("PRAGMA journal_mode = WAL")
     if current >= target:
         return current
-    if current == 0:
-        db.execute("PRAGMA journal_mode = WAL")
     while current < target:
         with db.transaction():
             current = schema_version(db)  # another process may have migrated meanwhile

@@ -75,3 +75,8 @@ def ids_exist(db: Database, ids: list[int]) -> set[int]:
         return set()
     marks = ", ".join("?" for _ in ids)
     return {int(row["id"]) for row in db.all(f"SELECT id FROM tasks WHERE id IN ({marks})", ids)}
+
+
+def open_repos(db: Database) -> set[str]:
+    """Repos that have non-terminal tasks."""
+    return {row["repo"] for row in db.all("SELECT DISTINCT repo FROM tasks WHERE state != 'closed'")}

@@ -1,0 +1,113 @@
+"""One tick: sanitize, reap, advance, admit, enqueue, claim (SPEC section 5).
+
+Each phase reads top to bottom as one call. A task or job that raises is
+recorded (an `error` event and the `errors` list) and skipped; the tick goes
+on. `--dry-run` runs the same code inside one transaction that is rolled
+back, with every outside effect (kills, spawns, inline runs, notifications)
+switched off, so it reports what the tick would do and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orch.config import Settings
+from orch.engine.common import Identity, unavailable_repos
+from orch.engine.moves import Engine
+from orch.pipeline import Pipeline
+from orch.state import counters, events
+from orch.state.db import Database
+from orch.timeutil import now_iso
+
+
+@dataclass
+class TickReport:
+    sanitized: int = 0
+    reaped: list[int] = field(default_factory=list)
+    admitted: list[int] = field(default_factory=list)
+    enqueued: list[int] = field(default_factory=list)
+    advanced: list[dict[str, Any]] = field(default_factory=list)
+    claimed: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sanitized": self.sanitized, "reaped": self.reaped, "admitted": self.admitted,
+                "enqueued": self.enqueued, "advanced": self.advanced, "claimed": self.claimed,
+                "errors": self.errors}
+
+    @property
+    def idle(self) -> bool:
+        return not (self.sanitized or self.reaped or self.admitted or self.enqueued
+                    or self.advanced or self.claimed or self.errors)
+
+
+class _DryRunRollback(Exception):
+    """Raised at the end of a dry run to roll every write back."""
+
+
+def record_error(engine: Engine, errors: list[dict[str, Any]], task_id: int | None,
+                 job_id: int | None, exc: BaseException) -> None:
+    """An error of one task or job: an event (when possible) and an entry in `errors`."""
+    text = f"{type(exc).__name__}: {exc}"
+    errors.append({"task": task_id, "job": job_id, "error": text})
+    try:
+        with engine.db.transaction():
+            events.record(engine.db, "error", text[:2000], task_id=task_id, job_id=job_id)
+    except Exception:
+        pass  # the database itself is failing; the errors list still carries it
+
+
+def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims: int = 1,
+             dry_run: bool = False) -> TickReport:
+    """Run every phase once; returns what happened (or, dry, what would)."""
+    engine = Engine(settings, pipeline, db, dry_run=dry_run)
+    report = TickReport()
+    if not dry_run:
+        _phases(engine, report, max_claims)
+        _send_notes(engine)
+        return report
+    try:
+        with db.transaction():
+            _phases(engine, report, max_claims)
+            raise _DryRunRollback
+    except _DryRunRollback:
+        pass
+    return report
+
+
+def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
+    from orch.engine import admission, reaper
+    from orch.engine.advance import advance_all
+    from orch.engine.launch import claim_and_start
+
+    here = Identity.here()
+    report.sanitized = reaper.sanitize(engine)
+    report.reaped = reaper.reap(engine, here)
+    advance_all(engine, report.errors)
+    unavailable = unavailable_repos(engine.settings, _open_repos(engine))
+    report.admitted = admission.admit(engine, unavailable)
+    report.enqueued = admission.enqueue(engine, unavailable)
+    report.claimed = claim_and_start(engine, here, max_claims, unavailable, report.errors)
+    report.advanced = engine.advanced
+    with engine.db.transaction():
+        counters.bump(engine.db, "ticks_total")
+        counters.set_meta(engine.db, "last_tick_at", now_iso())
+
+
+def _open_repos(engine: Engine) -> set[str]:
+    from orch.state import tasks
+
+    return tasks.open_repos(engine.db)
+
+
+def _send_notes(engine: Engine) -> None:
+    """Run the notify hook for each hold/needs_input/failed/done, after the commits."""
+    if not engine.notes or not engine.settings.notify:
+        engine.notes.clear()
+        return
+    from orch.notify import send
+
+    for payload in engine.notes:
+        send(engine.settings, engine.db, payload)
+    engine.notes.clear()
