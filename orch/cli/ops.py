@@ -111,6 +111,33 @@ def unfreeze(
     _freeze(ctx, repos, every, False)
 
 
+def approve(ctx: typer.Context, ids: IDS) -> None:
+    """Approve tasks waiting at a human stage (PASS).
+
+    Example: orch approve 42
+    """
+    from orch.engine import actions
+
+    obj: AppContext = ctx.obj
+    _report(actions.apply_each(ids, lambda i: actions.approve_or_reject(
+        obj.settings, obj.pipeline, obj.db, i, True)))
+
+
+def reject(
+    ctx: typer.Context, ids: IDS,
+    reason: Annotated[str, typer.Option("--reason", help="Why; given to the next agent.")],
+) -> None:
+    """Reject tasks waiting at a human stage (FAIL to its on_fail stage).
+
+    Example: orch reject 42 --reason "the API must stay backwards compatible"
+    """
+    from orch.engine import actions
+
+    obj: AppContext = ctx.obj
+    _report(actions.apply_each(ids, lambda i: actions.approve_or_reject(
+        obj.settings, obj.pipeline, obj.db, i, False, reason)))
+
+
 def tick(
     ctx: typer.Context,
     max_claims: Annotated[int, typer.Option("--max-claims", min=0,
@@ -158,6 +185,6 @@ def supervise(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (tick, pause, resume, retry, cancel, freeze, unfreeze):
+    for command in (tick, pause, resume, retry, cancel, approve, reject, freeze, unfreeze):
         app.command(command.__name__)(command)
     app.command("supervise", hidden=True)(supervise)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from orch.config import Settings
 from orch.errors import NotFoundError, OrchError, RefusedError
+from orch.pipeline import Pipeline
 from orch.state import events, repos, tasks
 from orch.state import jobs as jobs_state
 from orch.state.db import Database
@@ -135,3 +136,22 @@ def freeze(db: Database, names: list[str], frozen: bool) -> list[str]:
             if repos.set_frozen(db, name, frozen):
                 events.record(db, "frozen" if frozen else "unfrozen", f"repo {name}")
     return names
+
+
+def approve_or_reject(settings: Settings, pipeline: Pipeline, db: Database, task_id: int,
+                      approve: bool, reason: str | None = None) -> str:
+    """Answer a `human` stage at once: PASS, or FAIL to its on_fail stage."""
+    from orch.engine.moves import Engine, apply_human
+    from orch.engine.tick import send_notes
+
+    verb = "approve" if approve else "reject"
+    engine = Engine(settings, pipeline, db)
+    with db.transaction():
+        task = _open_task(db, task_id, verb)
+        stage = pipeline.get(task["stage"])
+        if stage is None or stage.runner != "human" or task["state"] != "needs_input":
+            raise RefusedError(f"task {task_id} is not waiting at a human stage "
+                               f"(stage {task['stage']}, state {task['state']})")
+        message = apply_human(engine, task, approve, reason or "approved by operator")
+    send_notes(engine)
+    return f"task {task_id}: {message}"

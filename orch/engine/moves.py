@@ -246,3 +246,34 @@ def later_or_now(seconds: float) -> str | None:
     from orch.engine.common import later
 
     return later(seconds)
+
+
+def apply_human(engine: Engine, task: dict[str, Any], approve: bool, reason: str) -> str:
+    """`orch approve` (PASS) or `orch reject` (FAIL to on_fail) at a human stage."""
+    db = engine.db
+    stage = engine.pipeline.get(task["stage"])
+    assert stage is not None
+    kind = "approved" if approve else "rejected"
+    events.record(db, kind, reason, task_id=task["id"])
+    tasks.update(db, task["id"], state="active")
+    task = {**task, "state": "active"}
+    if approve:
+        _entry(engine, task, stage.name, engine.pipeline.after(stage.name), "PASS")
+        enter_stage(engine, task, engine.pipeline.after(stage.name), task["round"])
+        return f"approved {stage.name}"
+    if stage.on_fail is None:
+        tasks.update(db, task["id"], state="needs_input")
+        return f"rejected {stage.name} (no on_fail: it waits for approval again)"
+    move = engine.pipeline.next_move(stage.name, Verdict.FAIL, task["round"],
+                                     engine.settings.max_rounds)
+    _entry(engine, task, stage.name, move.stage, "FAIL")
+    if move.stage == "failed":
+        tasks.update(db, task["id"], stage="failed", state="closed", admitted=0,
+                     round=move.round)
+        events.record(db, "closed", f"failed: round {move.round} would exceed max_rounds",
+                      task_id=task["id"])
+        note(engine, "failed", task, reason)
+        return "rejected: the task failed (max_rounds)"
+    tasks.update(db, task["id"], round=move.round)
+    enter_stage(engine, {**task, "round": move.round}, move.stage, move.round)
+    return f"rejected {stage.name}: back to {move.stage} (round {move.round})"

@@ -65,7 +65,7 @@ def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims
     report = TickReport()
     if not dry_run:
         _phases(engine, report, max_claims)
-        _send_notes(engine)
+        send_notes(engine)
         return report
     try:
         with db.transaction():
@@ -101,7 +101,7 @@ def _open_repos(engine: Engine) -> set[str]:
     return tasks.open_repos(engine.db)
 
 
-def _send_notes(engine: Engine) -> None:
+def send_notes(engine: Engine) -> None:
     """Run the notify hook for each hold/needs_input/failed/done, after the commits."""
     if not engine.notes or not engine.settings.notify:
         engine.notes.clear()
