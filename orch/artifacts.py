@@ -58,7 +58,8 @@ def parse_document(text: str) -> Document:
             raw = "\n".join(lines[1:index])
             try:
                 meta = yaml.safe_load(raw) if raw.strip() else {}
-            except yaml.YAMLError as exc:
+            except (yaml.YAMLError, ValueError, KeyError, TypeError, RecursionError) as exc:
+                # PyYAML raises more than YAMLError for odd scalars (dates, tags)
                 raise ArtifactError(f"front matter is not valid YAML: {exc}") from exc
             if meta is None:
                 meta = {}
