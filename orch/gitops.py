@@ -1,0 +1,505 @@
+"""Every git operation orch performs: task worktrees, branches and the merge (SPEC sections 1, 8).
+
+This is the only module that touches git, and the only one that imports gitpython,
+lazily (`import git` costs tens of milliseconds and most orch commands never need
+it). Every command runs through `_git`, with GIT_TERMINAL_PROMPT=0 so a credential
+prompt can never hang a tick, and with the repository's own identity, config and
+hooks. Nothing here may lose a byte of the user's working tree: the merge refuses
+(result `blocked`) rather than overwrite anything that is not committed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from orch.errors import OrchError
+
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+PUSH_TIMEOUT_S = 300.0
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+
+Log = Callable[[str], None]
+
+
+class GitError(OrchError):
+    """A git command failed where the caller cannot go on; the message carries git's stderr."""
+
+
+@dataclass(frozen=True)
+class GitResult:
+    """What one git command returned."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What `merge_task` did; `result` is what 15-merge-report.md states."""
+
+    result: str  # 'merged' | 'conflict' | 'blocked'
+    commit: str | None  # new tip of the default branch (merged)
+    conflicts: tuple[str, ...]  # conflicting files (conflict)
+    pushed: bool | None  # None when push was not requested
+    defer: bool  # the default branch moved twice: try again later
+    reason: str
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _git(path: Path | str, *args: str, check: bool = True,
+         timeout: float | None = None) -> GitResult:
+    """Run `git ARGS` in PATH; GitError on a non-zero exit when `check`."""
+    import git
+
+    # gitpython silently falls back to the current directory for a missing cwd.
+    if not Path(path).is_dir():
+        raise GitError(f"git {args[0]}: {path} is not a directory")
+    try:
+        raw = git.Git(str(path)).execute(
+            ["git", *args], with_extended_output=True, with_exceptions=False,
+            env=GIT_ENV, kill_after_timeout=timeout,
+        )
+    except git.GitCommandNotFound as exc:
+        raise GitError(f"cannot run git: {exc}") from exc
+    status, out, err = cast(tuple[int, str, str], raw)
+    result = GitResult(int(status or 0), out, err)
+    if check and not result.ok:
+        detail = err.strip() or out.strip() or f"exit status {status}"
+        raise GitError(f"git {' '.join(args)} failed in {path}: {detail}")
+    return result
+
+
+def _split_z(text: str) -> tuple[str, ...]:
+    """Split NUL-separated git output (`-z`) into paths."""
+    return tuple(part for part in text.split("\0") if part)
+
+
+def _config(path: Path, key: str) -> str | None:
+    """A git config value of the repository at PATH, None when unset."""
+    result = _git(path, "config", "--get", key, check=False)
+    value = result.stdout.strip()
+    return value if result.ok and value else None
+
+
+def _branch_exists(repo_path: Path, branch: str) -> bool:
+    ref = f"refs/heads/{branch}"
+    return _git(repo_path, "rev-parse", "--verify", "--quiet", ref, check=False).ok
+
+
+# --------------------------------------------------------------------------- names
+
+
+def slugify(title: str, max_len: int = 40) -> str:
+    """A lowercase ASCII slug of TITLE (`[a-z0-9]+(-[a-z0-9]+)*`), safe in a ref and a shell.
+
+    Accents are folded (é → e), everything else that is not a letter or digit
+    becomes one dash; an empty result is `task`.
+    """
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = _NON_SLUG.sub("-", folded.lower()).strip("-")
+    slug = slug[: max(max_len, 1)].rstrip("-")
+    return slug or "task"
+
+
+def branch_name(task_id: int, title: str) -> str:
+    """The task branch, `orch/<id>-<slug>`."""
+    return f"orch/{task_id}-{slugify(title)}"
+
+
+def is_git_repo(path: Path) -> bool:
+    """True for a working tree (`.git` dir or file) or a bare repository; no git is run."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    dot_git = path / ".git"
+    if dot_git.is_file() or (dot_git / "HEAD").is_file():
+        return True
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+
+
+# --------------------------------------------------------------------------- commits
+
+
+def head_commit(path: Path, ref: str = "HEAD") -> str:
+    """The full sha REF names in the repository or worktree at PATH."""
+    result = _git(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if not result.ok:
+        raise GitError(f"{ref} does not name a commit in {path}")
+    return result.stdout.strip()
+
+
+def count_commits(path: Path, base: str, ref: str = "HEAD") -> int:
+    """How many commits REF has that BASE has not (`git rev-list --count BASE..REF`)."""
+    return int(_git(path, "rev-list", "--count", f"{base}..{ref}").stdout.strip())
+
+
+def commits_beyond_default(repo_path: Path, branch: str, default_branch: str) -> int:
+    """How many commits the task BRANCH has that the default branch has not."""
+    return count_commits(repo_path, f"refs/heads/{default_branch}", f"refs/heads/{branch}")
+
+
+def _is_ancestor(path: Path, older: str, newer: str) -> bool:
+    return _git(path, "merge-base", "--is-ancestor", older, newer, check=False).ok
+
+
+# --------------------------------------------------------------------------- worktrees
+
+
+@dataclass(frozen=True)
+class _Worktree:
+    path: str  # real path
+    head: str | None
+    branch: str | None  # refs/heads/<name>; None when detached or bare
+
+
+def _worktrees(repo_path: Path) -> list[_Worktree]:
+    """Parse `git worktree list --porcelain` (the main tree first)."""
+    out = _git(repo_path, "worktree", "list", "--porcelain").stdout
+    trees = []
+    for block in out.strip().split("\n\n"):
+        fields = dict(line.partition(" ")[::2] for line in block.splitlines())
+        if "worktree" in fields:
+            trees.append(_Worktree(os.path.realpath(fields["worktree"]),
+                                   fields.get("HEAD"), fields.get("branch")))
+    return trees
+
+
+def _git_dir(worktree_path: Path) -> Path:
+    """The private git directory of a working tree (`.git`, or `.git/worktrees/<name>`)."""
+    return Path(_git(worktree_path, "rev-parse", "--absolute-git-dir").stdout.strip())
+
+
+def _rebasing_branch(git_dir: Path) -> str | None:
+    """The ref a rebase in progress in GIT_DIR is rewriting, or None."""
+    for state in ("rebase-merge", "rebase-apply"):
+        head_name = git_dir / state / "head-name"
+        if head_name.is_file():
+            return head_name.read_text(encoding="utf-8", errors="replace").strip()
+        if (git_dir / state).is_dir():
+            return "detached HEAD"
+    return None
+
+
+def _abort_stale_rebase(worktree_path: Path, branch: str, log: Log) -> None:
+    """Abort a rebase of BRANCH left in the worktree by a crashed run; the branch is unchanged."""
+    rebasing = _rebasing_branch(_git_dir(worktree_path))
+    if rebasing == f"refs/heads/{branch}":
+        log(f"aborting a rebase of {branch} left by an earlier run")
+        _git(worktree_path, "rebase", "--abort")
+
+
+def ensure_worktree(repo_path: Path, worktree_path: Path, branch: str, default_branch: str,
+                    log: Log | None = None) -> str:
+    """Make WORKTREE_PATH a worktree of REPO_PATH on BRANCH; return its head sha.
+
+    Idempotent: an existing worktree on BRANCH is reused (a rebase a crash left in
+    it is aborted), a deleted worktree directory is pruned and re-added for the
+    existing branch, and a new branch starts at DEFAULT_BRANCH. Raises GitError
+    when the path holds something else or the branch is checked out elsewhere.
+    """
+    say = log or _quiet
+    target = os.path.realpath(worktree_path)
+    ref = f"refs/heads/{branch}"
+    _git(repo_path, "worktree", "prune")
+    for tree in _worktrees(repo_path):
+        if tree.path == target:
+            _abort_stale_rebase(Path(worktree_path), branch, say)
+            current = _git(worktree_path, "symbolic-ref", "--quiet", "HEAD", check=False)
+            if current.stdout.strip() != ref:
+                raise GitError(f"worktree {worktree_path} is not on {branch} "
+                               f"({current.stdout.strip() or 'detached HEAD'}); "
+                               f"remove it with `git worktree remove` and retry")
+            return head_commit(Path(worktree_path))
+        if tree.branch == ref:
+            raise GitError(f"branch {branch} is already checked out at {tree.path}; "
+                           f"remove that worktree and retry")
+    Path(worktree_path).parent.mkdir(parents=True, exist_ok=True)
+    if _branch_exists(repo_path, branch):
+        say(f"adding worktree {worktree_path} for the existing branch {branch}")
+        _git(repo_path, "worktree", "add", str(worktree_path), branch)
+    else:
+        say(f"adding worktree {worktree_path} on a new branch {branch} from {default_branch}")
+        _git(repo_path, "worktree", "add", "-b", branch, str(worktree_path),
+             f"refs/heads/{default_branch}")
+    return head_commit(Path(worktree_path))
+
+
+def remove_worktree(repo_path: Path, worktree_path: Path) -> None:
+    """Remove a task worktree (uncommitted files in it included) and prune; fine if missing.
+
+    Only a path git lists as a worktree of REPO_PATH is ever deleted; a locked
+    worktree raises GitError.
+    """
+    target = os.path.realpath(worktree_path)
+    listed = any(tree.path == target for tree in _worktrees(repo_path))
+    if listed and Path(worktree_path).exists():
+        _git(repo_path, "worktree", "remove", "--force", str(worktree_path))
+    _git(repo_path, "worktree", "prune")
+
+
+def delete_branch(repo_path: Path, branch: str, force: bool = False, *,
+                  default_branch: str | None = None) -> bool:
+    """Delete BRANCH; True when deleted, False when absent or refused.
+
+    Without FORCE it refuses a branch with commits not on DEFAULT_BRANCH (or, when
+    that is not given, on the HEAD of REPO_PATH). A branch checked out in a
+    worktree raises GitError (remove the worktree first).
+    """
+    if not _branch_exists(repo_path, branch):
+        return False
+    base = f"refs/heads/{default_branch}" if default_branch else "HEAD"
+    if not force and count_commits(repo_path, base, f"refs/heads/{branch}") > 0:
+        return False
+    _git(repo_path, "branch", "-D", branch)
+    return True
+
+
+# --------------------------------------------------------------------------- merge
+
+
+@dataclass(frozen=True)
+class _Rebase:
+    head: str | None  # the rebased head, when the rebase succeeded
+    conflicts: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True)
+class _Step:
+    status: Literal["done", "moved", "blocked"]
+    detail: str
+    commit: str | None = None
+
+
+def _quiet(_message: str) -> None:
+    """A log that drops its messages."""
+
+
+def _tracked_changes(worktree_path: Path) -> tuple[str, ...]:
+    """Modified or staged tracked files of a working tree (untracked files ignored)."""
+    out = _git(worktree_path, "status", "--porcelain=v1", "-z", "--untracked-files=no").stdout
+    entries = iter(_split_z(out))
+    paths = []
+    for entry in entries:
+        paths.append(entry[3:])
+        if entry[:1] in ("R", "C"):
+            next(entries, None)  # the source path of a rename or copy
+    return tuple(paths)
+
+
+def _rebase(worktree_path: Path, onto: str, log: Log) -> _Rebase:
+    """Rebase the worktree's branch onto the commit ONTO; a conflict is aborted and reported."""
+    log(f"rebasing onto {onto[:12]}")
+    result = _git(worktree_path, "rebase", onto, check=False)
+    if result.ok:
+        return _Rebase(head_commit(worktree_path), (), "")
+    conflicts = _split_z(_git(worktree_path, "diff", "--name-only", "-z",
+                              "--diff-filter=U").stdout)
+    if _rebasing_branch(_git_dir(worktree_path)) is not None:
+        _git(worktree_path, "rebase", "--abort")
+        log("rebase aborted; the branch is unchanged")
+    if conflicts:
+        log(f"conflicts: {', '.join(conflicts)}")
+        return _Rebase(None, conflicts, "")
+    detail = result.stderr.strip() or result.stdout.strip()
+    return _Rebase(None, (), f"git rebase failed: {detail}")
+
+
+def _checkout_of(repo_path: Path, branch: str) -> Path | None:
+    """The working tree where BRANCH is checked out, if any."""
+    for tree in _worktrees(repo_path):
+        if tree.branch == f"refs/heads/{branch}":
+            return Path(tree.path)
+    return None
+
+
+def _busy_elsewhere(repo_path: Path, branch: str) -> str | None:
+    """A reason when BRANCH is being rebased or bisected in some working tree."""
+    common = Path(_git(repo_path, "rev-parse", "--git-common-dir").stdout.strip())
+    common = common if common.is_absolute() else Path(repo_path) / common
+    linked = common / "worktrees"
+    git_dirs = [common, *(sorted(linked.iterdir()) if linked.is_dir() else [])]
+    for git_dir in git_dirs:
+        if _rebasing_branch(git_dir) == f"refs/heads/{branch}":
+            return f"{branch} is being rebased in another working tree"
+        bisect = git_dir / "BISECT_START"
+        if bisect.is_file() and bisect.read_text(errors="replace").strip() == branch:
+            return f"{branch} is being bisected in another working tree"
+    return None
+
+
+def _parents(path: str) -> Iterable[str]:
+    """The leading directories of a relative path: a/b/c → a, a/b."""
+    parts = path.split("/")
+    return ("/".join(parts[:index]) for index in range(1, len(parts)))
+
+
+def _overwritten_paths(checkout: Path, old: str, new: str) -> list[str]:
+    """Paths in CHECKOUT that are not tracked and that a fast-forward OLD → NEW would replace.
+
+    Stricter than git: ignored files count too (git overwrites those silently).
+    """
+    diff = ("diff", "--name-only", "-z", "--no-renames")
+    added = _split_z(_git(checkout, *diff, "--diff-filter=A", old, new).stdout)
+    deleted = set(_split_z(_git(checkout, *diff, "--diff-filter=D", old, new).stdout))
+    clashes: list[str] = []
+    directories: list[str] = []
+    for path in added:
+        for parent in _parents(path):
+            spot = checkout / parent
+            if os.path.lexists(spot) and (spot.is_symlink() or not spot.is_dir()) \
+                    and parent not in deleted:
+                clashes.append(parent)
+        spot = checkout / path
+        if spot.is_dir() and not spot.is_symlink():
+            directories.append(path)
+        elif os.path.lexists(spot):
+            clashes.append(path)
+    if directories:
+        others = _git(checkout, "ls-files", "-z", "--others", "--", *directories).stdout
+        clashes.extend(_split_z(others))
+    return sorted(set(clashes))
+
+
+def _guard_checkout(checkout: Path, branch: str, old: str, new: str) -> str | None:
+    """Why the checked-out default branch must not be fast-forwarded, or None when it is safe."""
+    dirty = _tracked_changes(checkout)
+    if dirty:
+        return (f"{branch} is checked out at {checkout} with modified or staged tracked files "
+                f"({', '.join(dirty[:10])}); commit or stash them, then `orch retry`")
+    clashes = _overwritten_paths(checkout, old, new)
+    if clashes:
+        return (f"{branch} is checked out at {checkout} and the merge would overwrite untracked "
+                f"files ({', '.join(clashes[:10])}); move them away, then `orch retry`")
+    return None
+
+
+def _moved_or_blocked(repo_path: Path, branch: str, old: str, failure: GitResult) -> _Step:
+    """After a failed update: `moved` when the branch is no longer at OLD, else `blocked`."""
+    if head_commit(repo_path, f"refs/heads/{branch}") != old:
+        return _Step("moved", f"{branch} moved during the merge")
+    detail = failure.stderr.strip() or failure.stdout.strip()
+    return _Step("blocked", f"could not fast-forward {branch}: {detail}")
+
+
+def _fast_forward(repo_path: Path, branch: str, old: str, new: str, log: Log) -> _Step:
+    """Move BRANCH from OLD to NEW: in its checkout if it has one, else compare-and-swap the ref."""
+    current = head_commit(repo_path, f"refs/heads/{branch}")
+    if _is_ancestor(repo_path, new, current):
+        log(f"{branch} already contains {new[:12]}")
+        return _Step("done", "already merged", current)
+    if current != old:
+        return _Step("moved", f"{branch} moved during the merge")
+    busy = _busy_elsewhere(repo_path, branch)
+    if busy:
+        return _Step("blocked", busy)
+    checkout = _checkout_of(repo_path, branch)
+    if checkout is None:
+        log(f"updating refs/heads/{branch} {old[:12]} → {new[:12]}")
+        result = _git(repo_path, "update-ref", "-m", f"orch: fast-forward to {new[:12]}",
+                      f"refs/heads/{branch}", new, old, check=False)
+    else:
+        refusal = _guard_checkout(checkout, branch, old, new)
+        if refusal:
+            return _Step("blocked", refusal)
+        log(f"fast-forwarding {branch} in {checkout} to {new[:12]}")
+        result = _git(checkout, "merge", "--ff-only", new, check=False)
+    if result.ok:
+        return _Step("done", "fast-forwarded", new)
+    return _moved_or_blocked(repo_path, branch, old, result)
+
+
+def _push_target(repo_path: Path, branch: str) -> tuple[str, str]:
+    """The remote and the remote ref BRANCH is pushed to: its upstream, else origin/<branch>."""
+    remote = _config(repo_path, f"branch.{branch}.remote")
+    merge_ref = _config(repo_path, f"branch.{branch}.merge")
+    if remote and remote != "." and merge_ref:
+        return remote, merge_ref
+    return "origin", f"refs/heads/{branch}"
+
+
+def _push(repo_path: Path, branch: str, log: Log) -> tuple[bool, str]:
+    """Push BRANCH; (pushed, what happened)."""
+    remote, remote_ref = _push_target(repo_path, branch)
+    log(f"pushing {branch} to {remote} ({remote_ref})")
+    try:
+        result = _git(repo_path, "push", remote, f"refs/heads/{branch}:{remote_ref}",
+                      check=False, timeout=PUSH_TIMEOUT_S)
+    except GitError as exc:
+        return False, f"push to {remote} failed: {exc}"
+    if result.ok:
+        return True, f"pushed to {remote}"
+    detail = result.stderr.strip() or f"exit status {result.status}"
+    return False, f"push to {remote} failed: {detail}"
+
+
+def _blocked(reason: str, *, defer: bool = False) -> MergeOutcome:
+    return MergeOutcome("blocked", None, (), None, defer, reason)
+
+
+def _merged(repo_path: Path, branch: str, default_branch: str, commit: str, push: bool,
+            log: Log) -> MergeOutcome:
+    reason = f"{branch} is on {default_branch} at {commit[:12]}"
+    pushed: bool | None = None
+    if push:
+        pushed, pushing = _push(repo_path, default_branch, log)
+        reason = f"{reason}; {pushing}"
+    log(reason)
+    return MergeOutcome("merged", commit, (), pushed, False, reason)
+
+
+def _merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: str,
+           push: bool, log: Log) -> MergeOutcome:
+    ensure_worktree(repo_path, worktree_path, branch, default_branch, log)
+    dirty = _tracked_changes(worktree_path)
+    if dirty:
+        return _blocked(f"the task worktree {worktree_path} has uncommitted changes "
+                        f"({', '.join(dirty[:10])}); commit or discard them, then `orch retry`")
+    for _attempt in range(2):
+        old = head_commit(repo_path, f"refs/heads/{default_branch}")
+        rebase = _rebase(worktree_path, old, log)
+        if rebase.conflicts:
+            reason = (f"rebasing {branch} onto {default_branch} conflicts in "
+                      f"{len(rebase.conflicts)} file(s); the rebase was aborted")
+            return MergeOutcome("conflict", None, rebase.conflicts, None, False, reason)
+        if rebase.head is None:
+            return _blocked(rebase.error)
+        step = _fast_forward(repo_path, default_branch, old, rebase.head, log)
+        if step.status == "blocked":
+            return _blocked(step.detail)
+        if step.status == "done" and step.commit:
+            return _merged(repo_path, branch, default_branch, step.commit, push, log)
+        log(f"{default_branch} moved since the rebase")
+    return _blocked(f"{default_branch} moved twice while merging {branch}; try again later",
+                    defer=True)
+
+
+def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch: str, *,
+               push: bool, log: Log | None = None) -> MergeOutcome:
+    """Rebase the task BRANCH onto DEFAULT_BRANCH and fast-forward it there (SPEC section 8).
+
+    `conflict`: the rebase conflicted and was aborted (the branch is unchanged).
+    `blocked`: refused to touch a checked-out default branch with changes, or git
+    failed; with `defer` when the default branch moved twice during the merge.
+    `merged`: the default branch now points at `commit`; `pushed` says whether
+    the push (only when PUSH) went through. LOG receives a line per step.
+    """
+    say = log or _quiet
+    try:
+        return _merge(Path(repo_path), Path(worktree_path), branch, default_branch, push, say)
+    except GitError as exc:
+        say(f"git failed: {exc}")
+        return _blocked(str(exc))

@@ -1,0 +1,268 @@
+"""orch.gitops against real git repositories in tmp_path: names, worktrees, branches."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orch.gitops import (
+    GitError,
+    branch_name,
+    commits_beyond_default,
+    count_commits,
+    delete_branch,
+    ensure_worktree,
+    head_commit,
+    is_git_repo,
+    remove_worktree,
+    slugify,
+)
+
+SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the user's global and system git config (signing, hooks paths) out of the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path_factory.mktemp("home") / "gitconfig"))
+        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"):
+            patch.delenv(name, raising=False)
+        yield
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_file(cwd: Path, name: str, text: str, message: str | None = None) -> str:
+    (cwd / name).parent.mkdir(parents=True, exist_ok=True)
+    (cwd / name).write_text(text)
+    git(cwd, "add", name)
+    git(cwd, "commit", "-q", "-m", message or f"write {name}")
+    return git(cwd, "rev-parse", "HEAD")
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test User")
+    git(path, "config", "user.email", "test@example.com")
+    git(path, "config", "commit.gpgsign", "false")
+    commit_file(path, "README.md", "hello\n", "initial")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo")
+
+
+def worktree_paths(repo: Path) -> list[str]:
+    out = git(repo, "worktree", "list", "--porcelain")
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")]
+
+
+# --------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(("title", "expected"), [
+    ("Add login page", "add-login-page"),
+    ("  Fix: crash on 'empty' input!  ", "fix-crash-on-empty-input"),
+    ("Café résumé naïve", "cafe-resume-naive"),
+    ("日本語のタイトル", "task"),
+    ("$(rm -rf ~) `id` ; echo", "rm-rf-id-echo"),
+    ("../../etc/passwd", "etc-passwd"),
+    ("..", "task"),
+    ("branch.lock", "branch-lock"),
+    ("--force", "force"),
+    ("-", "task"),
+    ("", "task"),
+    ("a\u200bb\tc\nd", "ab-c-d"),
+    ("ＦＵＬＬ　ｗｉｄｔｈ", "full-width"),
+    ("@{-1}", "1"),
+    ("x" * 100, "x" * 40),
+])
+def test_slugify_examples(title: str, expected: str) -> None:
+    assert slugify(title) == expected
+
+
+def test_slugify_truncation_never_ends_with_a_dash() -> None:
+    assert slugify("abc def", max_len=4) == "abc"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(), st.integers(min_value=1, max_value=60))
+def test_slugify_is_always_a_safe_ref_component(title: str, max_len: int) -> None:
+    slug = slugify(title, max_len)
+    assert SLUG.match(slug)
+    assert len(slug) <= max(max_len, len("task"))
+    check = subprocess.run(["git", "check-ref-format", "--branch", f"orch/1-{slug}"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_branch_name() -> None:
+    assert branch_name(7, "Fix the parser") == "orch/7-fix-the-parser"
+
+
+# --------------------------------------------------------------------------- is_git_repo
+
+
+def test_is_git_repo(repo: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    tree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", str(tree))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (tmp_path / "file").write_text("x")
+    assert is_git_repo(repo)
+    assert is_git_repo(tree)
+    assert is_git_repo(bare)
+    assert not is_git_repo(plain)
+    assert not is_git_repo(tmp_path / "missing")
+    assert not is_git_repo(tmp_path / "file")
+
+
+# --------------------------------------------------------------------------- commits
+
+
+def test_head_and_counts(repo: Path) -> None:
+    base = head_commit(repo)
+    git(repo, "checkout", "-q", "-b", "feature")
+    commit_file(repo, "a.txt", "a\n")
+    tip = commit_file(repo, "b.txt", "b\n")
+    assert head_commit(repo) == tip
+    assert head_commit(repo, "main") == base
+    assert count_commits(repo, "main") == 2
+    assert count_commits(repo, "main", "feature") == 2
+    assert count_commits(repo, "feature", "main") == 0
+    assert commits_beyond_default(repo, "feature", "main") == 2
+    with pytest.raises(GitError):
+        head_commit(repo, "no-such-ref")
+
+
+def test_git_in_a_missing_directory_raises_instead_of_running_elsewhere(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="not a directory"):
+        head_commit(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- worktrees
+
+
+def test_ensure_worktree_creates_a_branch_from_the_default(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "home" / "worktrees" / "repo" / "1"
+    head = ensure_worktree(repo, tree, "orch/1-x", "main")
+    assert head == head_commit(repo, "main")
+    assert git(tree, "symbolic-ref", "HEAD") == "refs/heads/orch/1-x"
+    assert (tree / "README.md").read_text() == "hello\n"
+
+
+def test_ensure_worktree_reuses_an_existing_worktree(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    ensure_worktree(repo, tree, "orch/1-x", "main")
+    tip = commit_file(tree, "work.txt", "work\n")
+    (tree / "scratch.txt").write_text("uncommitted\n")
+    assert ensure_worktree(repo, tree, "orch/1-x", "main") == tip
+    assert ensure_worktree(repo, tree, "orch/1-x", "main") == tip
+    assert len(worktree_paths(repo)) == 2
+    assert (tree / "scratch.txt").read_text() == "uncommitted\n"
+
+
+def test_ensure_worktree_recovers_after_the_directory_is_deleted(repo: Path,
+                                                                 tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    ensure_worktree(repo, tree, "orch/1-x", "main")
+    tip = commit_file(tree, "work.txt", "work\n")
+    shutil.rmtree(tree)
+    assert ensure_worktree(repo, tree, "orch/1-x", "main") == tip
+    assert (tree / "work.txt").read_text() == "work\n"
+    assert len(worktree_paths(repo)) == 2
+
+
+def test_ensure_worktree_aborts_a_rebase_left_by_a_crash(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    ensure_worktree(repo, tree, "orch/1-x", "main")
+    tip = commit_file(tree, "README.md", "branch\n")
+    commit_file(repo, "README.md", "main\n")
+    failed = subprocess.run(["git", "rebase", "main"], cwd=tree, capture_output=True)
+    assert failed.returncode != 0  # a conflicted rebase, as a killed merge would leave it
+    assert ensure_worktree(repo, tree, "orch/1-x", "main") == tip
+    assert git(tree, "status", "--porcelain") == ""
+
+
+def test_ensure_worktree_refuses_a_path_on_another_branch(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    ensure_worktree(repo, tree, "orch/1-x", "main")
+    with pytest.raises(GitError, match="not on orch/2-y"):
+        ensure_worktree(repo, tree, "orch/2-y", "main")
+
+
+def test_ensure_worktree_refuses_a_branch_checked_out_elsewhere(repo: Path,
+                                                                tmp_path: Path) -> None:
+    ensure_worktree(repo, tmp_path / "wt1", "orch/1-x", "main")
+    with pytest.raises(GitError, match="already checked out"):
+        ensure_worktree(repo, tmp_path / "wt2", "orch/1-x", "main")
+    assert not (tmp_path / "wt2").exists()
+
+
+def test_remove_worktree(repo: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "wt"
+    ensure_worktree(repo, tree, "orch/1-x", "main")
+    (tree / "dirty.txt").write_text("x")
+    remove_worktree(repo, tree)
+    assert not tree.exists()
+    assert len(worktree_paths(repo)) == 1
+    remove_worktree(repo, tree)  # already gone: fine
+    assert git(repo, "branch", "--list", "orch/1-x")  # the branch stays
+
+
+def test_remove_worktree_never_deletes_an_unregistered_directory(repo: Path,
+                                                                 tmp_path: Path) -> None:
+    stranger = tmp_path / "not-a-worktree"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    remove_worktree(repo, stranger)
+    assert (stranger / "keep.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- branches
+
+
+def test_delete_branch_refuses_an_unmerged_branch(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "orch/1-x")
+    commit_file(repo, "a.txt", "a\n")
+    git(repo, "checkout", "-q", "main")
+    assert delete_branch(repo, "orch/1-x") is False
+    assert delete_branch(repo, "orch/1-x", default_branch="main") is False
+    assert git(repo, "branch", "--list", "orch/1-x")
+    assert delete_branch(repo, "orch/1-x", force=True) is True
+    assert not git(repo, "branch", "--list", "orch/1-x")
+    assert delete_branch(repo, "orch/1-x", force=True) is False  # already gone
+
+
+def test_delete_branch_judges_against_the_default_branch(repo: Path) -> None:
+    git(repo, "checkout", "-q", "-b", "orch/1-x")
+    commit_file(repo, "a.txt", "a\n")
+    git(repo, "checkout", "-q", "-b", "other")  # HEAD contains the branch, main does not
+    assert delete_branch(repo, "orch/1-x", default_branch="main") is False
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--ff-only", "orch/1-x")
+    assert delete_branch(repo, "orch/1-x", default_branch="main") is True
+
+
+def test_delete_branch_checked_out_in_a_worktree_raises(repo: Path, tmp_path: Path) -> None:
+    ensure_worktree(repo, tmp_path / "wt", "orch/1-x", "main")
+    with pytest.raises(GitError):
+        delete_branch(repo, "orch/1-x")
+
