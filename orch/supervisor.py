@@ -138,7 +138,7 @@ def _pump(child: subprocess.Popen[bytes], chunks: list[bytes]) -> None:
     """Copy the agent's stdout into the log (our stdout) and keep it for parsing."""
     assert child.stdout is not None
     out = os.fdopen(os.dup(1), "wb", buffering=0)
-    for block in iter(lambda: child.stdout.read1(65536), b""):  # type: ignore[union-attr]
+    for block in iter(lambda: child.stdout.read1(65536), b""):  # type: ignore[union-attr,attr-defined]
         chunks.append(block)
         try:
             out.write(block)

@@ -8,7 +8,7 @@ status of SPEC section 10, here and nowhere else.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -109,7 +109,7 @@ def run(argv: list[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
-def _click_errors() -> tuple[type[Exception], type[Exception]]:
+def _click_errors() -> tuple[Any, Any]:
     """click's UsageError and ClickException, whether typer vendors click or not."""
     mro = typer.BadParameter.__mro__
     usage = next(c for c in mro if c.__name__ == "UsageError")

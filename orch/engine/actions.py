@@ -55,7 +55,7 @@ def pause(db: Database, task_id: int, reason: str | None) -> str:
         text = reason or "paused by operator"
         running = jobs_state.open_job(db, task_id)
         release = not (running and running["status"] == "running")
-        changes = {"paused_at": now_iso(), "pause_reason": text}
+        changes: dict[str, object] = {"paused_at": now_iso(), "pause_reason": text}
         if release:
             changes["admitted"] = 0
         tasks.update(db, task_id, expect={"paused_at": None}, **changes)

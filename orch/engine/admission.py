@@ -37,21 +37,41 @@ def choose_admissions(open_tasks: list[dict[str, Any]], max_active: int, *, gate
     return candidates[:max(0, max_active - used)]
 
 
-def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
+def admit(engine: Engine, unavailable: dict[str, str],
+          errors: list[dict[str, Any]] | None = None) -> list[int]:
     """Release the slots of paused tasks with no running job, then admit per repo."""
+    from orch.engine.tick import record_error
+
     admitted: list[int] = []
     db = engine.db
-    open_rows = tasks.open_tasks(db)
     by_repo: dict[str, list[dict[str, Any]]] = {}
-    for row in open_rows:
+    for row in tasks.open_tasks(db):
         by_repo.setdefault(row["repo"], []).append(row)
     frozen = repos.frozen_repos(db)
+    running = {job["task_id"] for job in jobs_state.running(db)}
     for repo, rows in by_repo.items():
-        if repo in unavailable:
+        if repo in unavailable or not _repo_has_work(engine, repo, rows, repo in frozen,
+                                                     running):
             continue
-        with db.transaction():
-            admitted += _admit_repo(engine, repo, frozen=repo in frozen)
+        try:
+            with db.transaction():
+                admitted += _admit_repo(engine, repo, frozen=repo in frozen)
+        except Exception as exc:
+            if errors is None:
+                raise
+            record_error(engine, errors, None, None, RuntimeError(f"repo {repo}: {exc}"))
     return admitted
+
+
+def _repo_has_work(engine: Engine, repo: str, rows: list[dict[str, Any]], frozen: bool,
+                   running: set[int]) -> bool:
+    """A cheap look outside any transaction: a slot to release or a task to admit?"""
+    if any(r["admitted"] and r["paused_at"] and r["id"] not in running for r in rows):
+        return True
+    config = engine.settings.repos.get(repo)
+    return bool(choose_admissions(rows, config.max_active if config else 1,
+                                  gate_enabled=engine.settings.flags.serial_gate_enabled,
+                                  frozen=frozen, running_tasks=running))
 
 
 def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
@@ -77,18 +97,49 @@ def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
     return chosen
 
 
-def enqueue(engine: Engine, unavailable: dict[str, str]) -> list[int]:
+def enqueue(engine: Engine, unavailable: dict[str, str],
+            errors: list[dict[str, Any]] | None = None) -> list[int]:
     """Give each active, unpaused task with no open or unjudged job a job for its stage."""
+    from orch.engine.tick import record_error
+
     created = []
     db = engine.db
     for task in jobs_state.tasks_needing_job(db):
         if task["repo"] in unavailable:
             continue
-        with db.transaction():
-            job_id = _enqueue_one(engine, task)
+        try:
+            with db.transaction():
+                job_id = _enqueue_one(engine, task)
+        except Exception as exc:
+            if errors is None:
+                raise
+            record_error(engine, errors, task["id"], None, exc)
+            continue
         if job_id:
             created.append(job_id)
     return created
+
+
+def lift_day_budget_holds(engine: Engine, errors: list[dict[str, Any]]) -> list[int]:
+    """A hold for the day budget lifts itself on a later UTC day (a task hold does not)."""
+    from orch.engine.common import utc_day_start
+    from orch.state import events as events_state
+
+    today = utc_day_start()[:10]
+    lifted = []
+    for task in tasks.held_for(engine.db, "budget"):
+        last = events_state.latest_for_task(engine.db, task["id"], ("budget",))
+        if last is None or not last["detail"].startswith("day ceiling") \
+                or last["at"][:10] >= today:
+            continue
+        with engine.db.transaction():
+            state = "active" if task["admitted"] else "waiting"
+            if tasks.update(engine.db, task["id"], expect={"state": "held"}, state=state,
+                            hold_reason=None):
+                events.record(engine.db, "retried", f"day budget hold lifted on {today}; "
+                              f"{state}", task_id=task["id"])
+                lifted.append(task["id"])
+    return lifted
 
 
 def _enqueue_one(engine: Engine, task: dict[str, Any]) -> int | None:

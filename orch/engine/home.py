@@ -43,7 +43,9 @@ def render_config(repos: list[tuple[str, Path]]) -> str:
         return text
     lines = ["repos:"]
     for name, path in repos:
-        lines += [f"  {name}:", f"    path: {json.dumps(str(path))}", "    default_branch: main",
+        # quoted: a repo named null, true, no or 0x1f must stay that string in YAML
+        lines += [f"  {json.dumps(name)}:", f"    path: {json.dumps(str(path))}",
+                  "    default_branch: main",
                   "    max_active: 1"]
     return text.replace("repos: {}\n", "\n".join(lines) + "\n", 1)
 
@@ -58,7 +60,10 @@ def init_home(home: Path, repo_options: list[str]) -> InitResult:
     if config.exists() and repos:
         raise RefusedError(f"{config} exists and orch never rewrites it: add the repos "
                            "under `repos:` in that file instead")
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefusedError(f"{home}: cannot create the orch home: {exc.strerror or exc}") from exc
     written = False
     if not config.exists():
         from orch.artifacts import write_atomic

@@ -44,6 +44,8 @@ def claim_and_start(engine: Engine, here: Identity, max_claims: int,
     logs = logs_dir(engine.settings)
     logs.mkdir(parents=True, exist_ok=True)
     for _ in range(max_claims):
+        if not jobs_state.queued_count(engine.db):
+            break  # nothing queued: no write lock taken
         owner = Owner(here.pid, here.started, here.host, here.boot_id, monotonic())
         got = jobs_state.claim_next(engine.db, now=now_iso(),
                                     max_concurrency=engine.settings.max_concurrency,

@@ -57,18 +57,24 @@ def _age(age: float | None) -> str:
     return "never" if age is None else f"{age:.0f} s"
 
 
-def reap(engine: Engine, here: Identity) -> list[int]:
+def reap(engine: Engine, here: Identity, errors: list[dict[str, Any]] | None = None
+         ) -> list[int]:
     """Judge every running job; kill and requeue (or hold) the dead ones."""
     import time
+
+    from orch.engine.tick import record_error
 
     reaped = []
     timeout = engine.settings.heartbeat_timeout_s
     for job in jobs_state.running(engine.db):
-        verdict = judge_liveness(job, here, timeout, monotonic(), time.time())
-        if not verdict.dead:
-            continue
-        if _reap_one(engine, job, verdict):
-            reaped.append(job["id"])
+        try:
+            verdict = judge_liveness(job, here, timeout, monotonic(), time.time())
+            if verdict.dead and _reap_one(engine, job, verdict):
+                reaped.append(job["id"])
+        except Exception as exc:
+            if errors is None:
+                raise
+            record_error(engine, errors, job["task_id"], job["id"], exc)
     return reaped
 
 

@@ -37,6 +37,8 @@ def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None
         raise NotFoundError(f"{prefix}no such repo: {new.repo!r} (known: {known})")
     if not new.title.strip():
         raise UsageError(f"{prefix}title must not be empty")
+    if not -(2**63) <= new.priority < 2**63:  # SQLite's INTEGER range
+        raise UsageError(f"{prefix}priority {new.priority} is out of range")
 
 
 def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -> dict[str, Any]:

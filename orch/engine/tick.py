@@ -83,11 +83,12 @@ def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
 
     here = Identity.here()
     report.sanitized = reaper.sanitize(engine)
-    report.reaped = reaper.reap(engine, here)
+    report.reaped = reaper.reap(engine, here, report.errors)
     advance_all(engine, report.errors)
     unavailable = unavailable_repos(engine.settings, _open_repos(engine))
-    report.admitted = admission.admit(engine, unavailable)
-    report.enqueued = admission.enqueue(engine, unavailable)
+    admission.lift_day_budget_holds(engine, report.errors)
+    report.admitted = admission.admit(engine, unavailable, report.errors)
+    report.enqueued = admission.enqueue(engine, unavailable, report.errors)
     report.claimed = claim_and_start(engine, here, max_claims, unavailable, report.errors)
     report.advanced = engine.advanced
     with engine.db.transaction():

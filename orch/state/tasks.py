@@ -18,7 +18,8 @@ def insert(db: Database, *, repo: str, title: str, body: str, priority: int, sta
     stamp = at or now_iso()
     cursor = db.execute(
         "INSERT INTO tasks (repo, title, body, priority, stage, state, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (repo, title, body, priority, stage, state, stamp, stamp))
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (repo, title, body, priority, stage, state, stamp, stamp))
     return int(cursor.lastrowid or 0)
 
 
@@ -79,4 +80,11 @@ def ids_exist(db: Database, ids: list[int]) -> set[int]:
 
 def open_repos(db: Database) -> set[str]:
     """Repos that have non-terminal tasks."""
-    return {row["repo"] for row in db.all("SELECT DISTINCT repo FROM tasks WHERE state != 'closed'")}
+    rows = db.all("SELECT DISTINCT repo FROM tasks WHERE state != 'closed'")
+    return {row["repo"] for row in rows}
+
+
+def held_for(db: Database, reason: str) -> list[dict[str, Any]]:
+    """Held tasks with this exact hold reason (e.g. `budget`)."""
+    return db.all("SELECT * FROM tasks WHERE state = 'held' AND hold_reason = ? ORDER BY id",
+                  (reason,))
