@@ -187,8 +187,11 @@ class _Builder:
         self.file = file
         self.marks = marks
         self.home = home
+        self.from_env: dict[KeyPath, str] = {}  # keys whose value an ORCH_* variable gave
 
     def fail(self, path: KeyPath, message: str, hint: str | None = None) -> ConfigError:
+        if path in self.from_env:
+            return ConfigError("environment", self.from_env[path], message, hint=hint)
         line = None
         for cut in range(len(path), -1, -1):
             if path[:cut] in self.marks:
@@ -247,6 +250,8 @@ class _Builder:
         for key, (kind, minimum, default) in SCALARS.items():
             raw = _env_override(env, key, data.get(key, default))
             path: KeyPath = (key,)
+            if f"ORCH_{key.upper()}" in env:
+                self.from_env[path] = f"ORCH_{key.upper()}"
             if raw is None:
                 values[key] = None
             elif kind is int:
@@ -268,7 +273,7 @@ class _Builder:
             notify=self.argv(notify, ("notify",)) if notify is not None else None,
             flags=self.flags(data.get("flags"), env),
             budget=self.budget(data.get("budget")),
-            agents=self.agents(data["agents"] if "agents" in data else DEFAULT_AGENTS),
+            agents=self.agents(data.get("agents", DEFAULT_AGENTS)),
             repos=self.repos(data.get("repos")),
             **values,
         )

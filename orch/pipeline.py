@@ -133,7 +133,7 @@ def _validate(data: Any, marks: dict[KeyPath, int], file: str, settings: Setting
         stages.append(_stage(raw, ("stages", index), fail, settings))
     names = [stage.name for stage in stages]
     for index, stage in enumerate(stages):
-        if names.count(stage.name) > 1:
+        if stage.name in names[:index]:  # name the second one, where the mistake is
             raise fail(("stages", index, "name"), f"duplicate stage name {stage.name!r}")
         if stage.on_fail is not None and stage.on_fail not in names:
             raise fail(("stages", index, "on_fail"),
@@ -142,6 +142,7 @@ def _validate(data: Any, marks: dict[KeyPath, int], file: str, settings: Setting
 
 
 def _stage(raw: Any, path: KeyPath, fail: Any, settings: Settings) -> Stage:
+    """One stage entry, checked key by key; errors carry the entry's line."""
     if not isinstance(raw, dict):
         raise fail(path, "expected a mapping")
     for key in raw:
@@ -160,6 +161,13 @@ def _stage(raw: Any, path: KeyPath, fail: Any, settings: Settings) -> Stage:
         raise fail((*path, "gate"), "gate is required for agent stages")
     if gate not in GATES:
         raise fail((*path, "gate"), f"unknown gate {gate!r} (known: {', '.join(GATES)})")
+    role = _role(raw, runner, path, fail, settings)
+    return Stage(name=name, runner=runner, gate=gate, role=role, **_stage_lists(raw, runner,
+                                                                                 path, fail))
+
+
+def _role(raw: dict, runner: str, path: KeyPath, fail: Any, settings: Settings) -> str | None:
+    """The agent a stage needs (the tester when the test-runner is off); it must exist."""
     role = raw.get("role")
     needed = role if runner == "agent" else None
     if runner == "agent" and not role:
@@ -170,6 +178,10 @@ def _stage(raw: Any, path: KeyPath, fail: Any, settings: Settings) -> Stage:
         raise fail((*path, "role"),
                    f"stage needs agent {needed!r}, which agents: in "
                    f"{settings.config_file} does not define")
+    return role or needed
+
+
+def _stage_lists(raw: dict, runner: str, path: KeyPath, fail: Any) -> dict[str, Any]:
     command = raw.get("command") or []
     if runner == "command" and (not isinstance(command, list) or not command):
         raise fail((*path, "command"), "a command stage needs a non-empty argv list")
@@ -182,6 +194,5 @@ def _stage(raw: Any, path: KeyPath, fail: Any, settings: Settings) -> Stage:
     on_fail = raw.get("on_fail")
     if on_fail is not None and not isinstance(on_fail, str):
         raise fail((*path, "on_fail"), "expected a stage name")
-    return Stage(name=name, runner=runner, gate=gate, role=role or (needed if needed else None),
-                 on_fail=on_fail, questions=questions, deliverables=tuple(deliverables),
-                 command=tuple(str(c) for c in command))
+    return {"on_fail": on_fail, "questions": questions, "deliverables": tuple(deliverables),
+            "command": tuple(str(c) for c in command)}

@@ -54,10 +54,16 @@ def load_yaml_file(path: Path) -> tuple[Any, dict[KeyPath, int]]:
     return load_yaml(text, str(path))
 
 
-def _convert(node: Any, path: KeyPath, marks: dict[KeyPath, int], file: str) -> Any:
+def _convert(node: Any, path: KeyPath, marks: dict[KeyPath, int], file: str,
+             ancestors: frozenset[int] = frozenset()) -> Any:
     import yaml
 
     marks.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in ancestors:  # `a: &x [*x]` would recurse forever
+            raise ConfigError(file, dotted(path), "recursive alias",
+                              line=node.start_mark.line + 1)
+        ancestors = ancestors | {id(node)}
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -71,10 +77,11 @@ def _convert(node: Any, path: KeyPath, marks: dict[KeyPath, int], file: str) -> 
                 raise ConfigError(file, dotted(child), "duplicate key",
                                   line=key_node.start_mark.line + 1)
             marks[child] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, child, marks, file)
+            result[key] = _convert(value_node, child, marks, file, ancestors)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), marks, file) for i, item in enumerate(node.value)]
+        return [_convert(item, (*path, i), marks, file, ancestors)
+                for i, item in enumerate(node.value)]
     return _scalar(node)
 
 

@@ -63,7 +63,15 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map every error to its exit status."""
-    sys.exit(run(argv))
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `orch ... | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -78,6 +86,9 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="orch", standalone_mode=False)
     except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `orch` or `orch task` alone: help
+            print(exc.format_message())
+            return 0
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _error(f"{exc.format_message()}{hint}")
         return 2

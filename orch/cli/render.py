@@ -21,13 +21,14 @@ def console(width: int | None = None) -> Any:
 def table(title: str | None, columns: list[str], rows: list[list[Any]],
           width: int | None = None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     grid = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
                  header_style="bold")
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*["" if cell is None else str(cell) for cell in row])
+        grid.add_row(*[Text("" if cell is None else str(cell)) for cell in row])  # no markup
     console(width).print(grid)
 
 
@@ -52,13 +53,15 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
     """A task as a person reads it: header, jobs and runs, then the timeline."""
     task = detail["task"]
     out = console(width)
-    out.print(f"[bold]task {task['id']}[/bold] {task['title']}")
+    out.print(f"task {task['id']} {task['title']}", style="bold", markup=False)
     out.print(f"repo {task['repo']}  stage {task['stage']}  state {task['state']}  "
-              f"round {task['round']}  priority {task['priority']}  branch {task['branch'] or '-'}")
+              f"round {task['round']}  priority {task['priority']}  branch {task['branch'] or '-'}",
+              markup=False)
     if task["paused_at"]:
-        out.print(f"paused since {task['paused_at']}: {task['pause_reason'] or 'no reason given'}")
+        out.print(f"paused since {task['paused_at']}: {task['pause_reason'] or 'no reason given'}",
+                  markup=False)
     if task["hold_reason"]:
-        out.print(f"held: {task['hold_reason']}")
+        out.print(f"held: {task['hold_reason']}", markup=False)
     if detail["jobs"]:
         rows = [[j["id"], j["stage"], j["runner"], j["status"], j["attempt"], j["defers"],
                  j["verdict"] or "", j["exit_code"] if j["exit_code"] is not None else ""]
@@ -71,7 +74,7 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
                  f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else ""]
                 for r in detail["runs"]]
         table("runs", ["run", "job", "started", "outcome", "exit", "cost"], rows, width)
-    out.print("[bold]timeline[/bold]")
+    out.print("timeline", style="bold")
     for event in detail["events"]:
         job = f" job {event['job_id']}" if event["job_id"] else ""
         out.print(f"  {event['at'][:19].replace('T', ' ')}  {event['kind']:<12}{job}  "
@@ -103,3 +106,178 @@ def tick_summary(report: dict[str, Any], *, dry_run: bool, quiet: bool) -> None:
     for error in report["errors"]:
         print(f"error: task {error['task']} job {error['job']}: {error['error']}",
               file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- orch queue
+
+def short_age(seconds: float | None) -> str:
+    """12s, 5m, 3h, 2d: an age that fits a narrow column."""
+    if seconds is None:
+        return "-"
+    value = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size:
+            return f"{value // size}{unit}"
+    return f"{value}s"
+
+
+def _gate_lines(name: str, gate: dict[str, Any], *, enabled: bool,
+                unavailable: str | None) -> list[Any]:
+    """A repo's header: slots, frozen, unavailable; then active / waiting / paused ids."""
+    from rich.text import Text
+
+    slots = f"{len(gate['active'])}/{gate['max_active'] if gate['max_active'] else '?'} slots"
+    head = Text.assemble((name, "bold"), "  ", slots,
+                         "" if enabled else " (serial gate off)")
+    if gate["frozen"]:
+        head.append("  FROZEN", style="bold yellow")
+    lines = [head]
+    if unavailable:
+        lines.append(Text(f"  {unavailable}", style="bold red"))
+    ids = ", ".join
+    parts = [f"active: {ids(map(str, gate['active'])) or '-'}",
+             f"waiting: {ids(map(str, gate['waiting'])) or '-'}"]
+    if gate["paused"]:
+        parts.append("paused: " + ids(f"{p['task']} ({p['reason'] or 'no reason'})"
+                                      for p in gate["paused"]))
+    lines.append(Text("  " + "  ".join(parts), style="dim"))
+    return lines
+
+
+def _queue_task_table(tasks: list[dict[str, Any]]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(show_edge=False, pad_edge=False, header_style="bold", box=None,
+                 padding=(0, 1))
+    for column in ("id", "stage", "state", "age"):
+        grid.add_column(column, overflow="fold", no_wrap=False)
+    grid.add_column("title / why it waits", overflow="fold", ratio=1)
+    for task in tasks:
+        stage = task["stage"] + (f" r{task['round']}" if task["round"] else "")
+        state = task["state"] + ("\npaused" if task["paused"] else "")
+        cell = Group(Text(task["title"], overflow="ellipsis", no_wrap=True),
+                     Text(task["reason"], style="cyan", overflow="fold"))
+        grid.add_row(str(task["id"]), stage, state, short_age(task["age_s"]), cell)
+    return grid
+
+
+def _running_table(running: list[dict[str, Any]], max_concurrency: int | None) -> Any:
+    from rich.table import Table
+
+    limit = "" if max_concurrency is None else f" of max_concurrency {max_concurrency}"
+    grid = Table(title=f"running jobs: {len(running)}{limit}", title_justify="left",
+                 show_edge=False, pad_edge=False, header_style="bold", box=None,
+                 padding=(0, 1))
+    for column in ("job", "task", "stage", "runner", "pid", "age", "heartbeat"):
+        grid.add_column(column, overflow="fold")
+    for job in running:
+        beat = job["heartbeat_age_s"]
+        grid.add_row(str(job["job"]), str(job["task"]), job["stage"], job["runner"],
+                     str(job["pid"] if job["pid"] is not None else "-"),
+                     short_age(job["age_s"]), "-" if beat is None else f"{short_age(beat)} ago")
+    return grid
+
+
+def _reaper_line(reaper: dict[str, Any], counters: dict[str, int]) -> Any:
+    from rich.text import Text
+
+    from orch.timeutil import age_s
+
+    last = reaper["last_tick_at"]
+    tick = "never" if not last else f"{last[:19].replace('T', ' ')}Z " \
+        f"({short_age(age_s(last))} ago)"
+    line = (f"reaper: {reaper['reaped_total']} reaped, {reaper['impossible_queued_total']} "
+            f"impossible queued sanitized; last tick {tick}")
+    others = "  ".join(f"{name} {value}" for name, value in counters.items()
+                       if name not in ("reaped_total", "impossible_queued_total"))
+    return Text(line + (f"\ncounters: {others}" if others else ""), style="dim")
+
+
+def queue_renderable(view: dict[str, Any]) -> Any:
+    """`orch queue` as one rich renderable: per repo the gate and its tasks, then the
+    running jobs and the reaper. `view` is QueueView.for_display()."""
+    from rich.console import Group
+    from rich.text import Text
+
+    parts: list[Any] = []
+    gate = view["serial_gate"]
+    unavailable = view.get("unavailable", {})
+    for name, repo_gate in gate["repos"].items():
+        parts += _gate_lines(name, repo_gate, enabled=gate["enabled"],
+                             unavailable=unavailable.get(name))
+        tasks = [task for task in view["tasks"] if task["repo"] == name]
+        parts.append(_queue_task_table(tasks) if tasks else Text("  no open tasks",
+                                                                  style="dim"))
+        parts.append(Text(""))
+    if not gate["repos"]:
+        parts.append(Text("no repos and no open tasks"))
+    limit = view.get("max_concurrency")
+    if view["running"]:
+        parts.append(_running_table(view["running"], limit))
+    else:
+        parts.append(Text("running jobs: none" + ("" if limit is None else
+                                                  f" (max_concurrency {limit})")))
+    parts.append(_reaper_line(view["reaper"], view["counters"]))
+    return Group(*parts)
+
+
+def queue_print(view: dict[str, Any], width: int | None = None) -> None:
+    console(width).print(queue_renderable(view))
+
+
+def queue_watch(fetch: Any, interval_s: float = 2.0) -> None:
+    """Redraw `orch queue` in place every interval until Ctrl-C (KeyboardInterrupt)."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from orch.timeutil import now_iso
+
+    def frame() -> Any:
+        stamp = now_iso()[11:19]
+        header = Text(f"orch queue at {stamp}Z, every {interval_s:g} s (Ctrl-C to stop)",
+                      style="bold")
+        return Group(header, queue_renderable(fetch()))
+
+    with Live(frame(), console=console(), auto_refresh=False, screen=False) as live:
+        while True:
+            time.sleep(interval_s)
+            live.update(frame(), refresh=True)
+
+
+# --------------------------------------------------------------------------- gc, snapshot
+
+
+def gc_summary(report: dict[str, Any]) -> None:
+    """One line per collected closed task, then the totals (orch gc)."""
+    dry = report["dry_run"]
+    for item in report["tasks"]:
+        branch = (f"branch {item['branch']} {item['branch_action']}" if item["branch"]
+                  else "no branch")
+        pruned = (f"{item['events']} event(s), {item['runs']} run(s), {item['logs']} log "
+                  f"file(s) {'to prune' if dry else 'pruned'}")
+        line = (f"task {item['id']} ({item['repo']}, {item['stage']}): worktree "
+                f"{item['worktree']}; {branch}; {pruned}")
+        if item["note"]:
+            line += f" [{item['note']}]"
+        print(line)
+        if item["error"]:
+            print(f"error: task {item['id']}: {item['error']}", file=sys.stderr)
+    totals = report["totals"]
+    verb = "would prune" if dry else "pruned"
+    print(f"{'dry run, nothing changed: ' if dry else ''}{totals['tasks']} closed task(s) "
+          f"older than {report['older_than_days']} day(s); {totals['worktrees']} worktree(s), "
+          f"{totals['branches_deleted']} branch(es) {'to delete' if dry else 'deleted'}, "
+          f"{totals['branches_kept']} kept; {verb} {totals['events']} event(s), "
+          f"{totals['runs']} run(s), {totals['logs']} log file(s)")
+
+
+def snapshot_summary(result: dict[str, Any]) -> None:
+    """What orch snapshot wrote."""
+    print(f"snapshot {result['path']}: state (schema {result['schema_version']}) and "
+          f"{result['files']} artifact file(s) of {len(result['open_tasks'])} open task(s), "
+          f"{result['size']} bytes")

@@ -36,8 +36,9 @@ def add(
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--body-file {body_file}: cannot read: {exc}") from exc
     obj = ctx.obj
+    first_stage = obj.pipeline.first.name  # a bad config or pipeline stops us before the db
     task = add_task(obj.settings, obj.db, NewTask(repo, title, body or "", priority),
-                    obj.pipeline.first.name)
+                    first_stage)
     if as_json:
         from orch.cli.render import emit_json
 
@@ -60,7 +61,8 @@ def import_(
     from orch.engine.tasks import import_tasks
 
     obj = ctx.obj
-    ids = import_tasks(obj.settings, obj.db, file, obj.pipeline.first.name)
+    first_stage = obj.pipeline.first.name  # a bad config or pipeline stops us before the db
+    ids = import_tasks(obj.settings, obj.db, file, first_stage)
     if as_json:
         from orch.cli.render import emit_json
 

@@ -41,13 +41,14 @@ def claim_and_start(engine: Engine, here: Identity, max_claims: int,
     from orch.engine.tick import record_error
 
     claimed = []
+    tick_started = engine.started_at
     logs = logs_dir(engine.settings)
     logs.mkdir(parents=True, exist_ok=True)
     for _ in range(max_claims):
         if not jobs_state.queued_count(engine.db):
             break  # nothing queued: no write lock taken
         owner = Owner(here.pid, here.started, here.host, here.boot_id, monotonic())
-        got = jobs_state.claim_next(engine.db, now=now_iso(),
+        got = jobs_state.claim_next(engine.db, now=now_iso(), runnable_at=tick_started,
                                     max_concurrency=engine.settings.max_concurrency,
                                     owner=owner, log_dir=str(logs),
                                     exclude_repos=tuple(unavailable))

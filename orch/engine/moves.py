@@ -30,6 +30,7 @@ class Engine:
     pipeline: Pipeline
     db: Database
     dry_run: bool = False
+    started_at: str = field(default_factory=now_iso)
     advanced: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -239,13 +240,13 @@ def needs_input(engine: Engine, task: dict[str, Any], job: dict[str, Any], reaso
     note(engine, "needs_input", task, reason)
 
 
-def later_or_now(seconds: float) -> str | None:
-    """An ISO time `seconds` from now, or None (runnable at once)."""
-    if seconds <= 0:
-        return None
+def later_or_now(seconds: float) -> str:
+    """An ISO time `seconds` from now. Even 0 is "now", not NULL: the claim only takes
+    jobs whose not_before is at or before the tick's start, so a job requeued in this
+    tick runs at the next tick, never twice in one."""
     from orch.engine.common import later
 
-    return later(seconds)
+    return later(max(0.0, seconds))
 
 
 def apply_human(engine: Engine, task: dict[str, Any], approve: bool, reason: str) -> str:

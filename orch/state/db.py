@@ -107,7 +107,10 @@ def open_database(path: Path, create: bool = True) -> Database:
         raise DatabaseError(f"{path}: no database (run orch init)")
     if path.exists() and path.is_dir():
         raise DatabaseError(f"{path}: is a directory, not a database")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot create its directory: {exc.strerror or exc}") from exc
     db = Database(path)
     try:
         migrate(db)

@@ -88,7 +88,8 @@ def queued_count(db: Database) -> int:
 
 
 def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
-               log_dir: str, exclude_repos: tuple[str, ...] = ()
+               log_dir: str, exclude_repos: tuple[str, ...] = (),
+               runnable_at: str | None = None
                ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Claim the next runnable job in one BEGIN IMMEDIATE transaction.
 
@@ -96,6 +97,9 @@ def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
     has passed and whose task is active and not paused, checks
     `max_concurrency`, flips queued -> running guarded by status, and creates
     the run whose id becomes `run_id`. Returns (job, run) or None.
+    `runnable_at` (default `now`) is the time `not_before` must have passed:
+    the tick passes its start time, so a job requeued during the tick waits
+    for the next one.
     """
     with db.transaction():
         if running_count(db) >= max_concurrency:
@@ -105,7 +109,8 @@ def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
             "SELECT jobs.* FROM jobs JOIN tasks ON tasks.id = jobs.task_id "
             "WHERE jobs.status = 'queued' AND (jobs.not_before IS NULL OR jobs.not_before <= ?) "
             f"AND tasks.state = 'active' AND tasks.paused_at IS NULL{skip} "
-            "ORDER BY tasks.priority DESC, jobs.id LIMIT 1", (now, *exclude_repos))
+            "ORDER BY tasks.priority DESC, jobs.id LIMIT 1",
+            (runnable_at or now, *exclude_repos))
         if job is None:
             return None
         cursor = db.execute(

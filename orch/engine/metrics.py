@@ -1,0 +1,157 @@
+"""`orch metrics`: the state as Prometheus text, for node_exporter's textfile collector.
+
+Everything read here is cheap whatever the history: the counters table, the
+open tasks (partial index), the running/queued jobs (partial indexes) and one
+meta row. Closed tasks are not counted with a GROUP BY over history: their
+numbers come from the counters `tasks_done_total`, `tasks_failed_total` and
+`tasks_cancelled_total`, bumped in the transaction that closes a task.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orch.state import counters, maint
+from orch.state import jobs as jobs_state
+from orch.state.db import Database
+
+CLOSED_COUNTERS = (("done", "tasks_done_total"), ("failed", "tasks_failed_total"),
+                   ("cancelled", "tasks_cancelled_total"))
+OPEN_STATES = ("waiting", "active", "needs_input", "held")
+TEXTFILE_MODE = 0o644  # node_exporter usually runs as another user
+
+COUNTER_HELP = {
+    "impossible_queued_total": "Queued jobs found carrying run ownership and repaired by "
+                               "the sanitize phase.",
+    "reaped_total": "Running jobs whose run was found dead and reaped.",
+    "ticks_total": "Ticks that ran to their end.",
+    "claims_total": "Jobs claimed by a tick.",
+    "tasks_done_total": "Tasks that reached the done stage.",
+    "tasks_failed_total": "Tasks that ended in the failed stage.",
+    "tasks_cancelled_total": "Tasks cancelled by an operator.",
+}
+_NOT_NAME = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One reading of the state."""
+
+    counters: dict[str, int]
+    tasks: dict[tuple[str, str], int]  # (stage, state) -> count
+    jobs_running: int
+    jobs_queued: int
+    last_tick_at: float | None  # epoch seconds
+    oldest_waiting_age_s: float
+    taken_at: float = field(default_factory=time.time)
+
+
+def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None) -> Metrics:
+    """Read the metrics; STAGES (the pipeline's) get zero series for every open state."""
+    from orch.engine.common import epoch_of
+
+    moment = time.time() if now is None else now
+    values = counters.all_counters(db)
+    tasks: dict[tuple[str, str], int] = {(stage, state): 0
+                                         for stage in stages for state in OPEN_STATES}
+    for row in maint.open_task_counts(db):
+        tasks[(str(row["stage"]), str(row["state"]))] = int(row["n"])
+    for stage, name in CLOSED_COUNTERS:
+        tasks[(stage, "closed")] = values.get(name, 0)
+    last = counters.get_meta(db, "last_tick_at")
+    waiting = maint.oldest_waiting_since(db)
+    return Metrics(
+        counters=values, tasks=tasks, jobs_running=jobs_state.running_count(db),
+        jobs_queued=jobs_state.queued_count(db),
+        last_tick_at=epoch_of(last) if last else None,
+        oldest_waiting_age_s=max(0.0, moment - epoch_of(waiting)) if waiting else 0.0,
+        taken_at=moment)
+
+
+def metric_name(counter: str) -> str:
+    """`orch_<counter>`, with anything Prometheus does not allow in a name replaced by `_`."""
+    return "orch_" + _NOT_NAME.sub("_", counter)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _family(name: str, kind: str, help_text: str,
+            samples: Sequence[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
+    return lines
+
+
+def render(metrics: Metrics) -> str:
+    """The Prometheus text exposition format (version 0.0.4), newline-terminated."""
+    lines: list[str] = []
+    names = {**{name: 0 for _stage, name in CLOSED_COUNTERS}, **metrics.counters}
+    for counter in sorted(names):
+        help_text = COUNTER_HELP.get(counter, f"The counter {counter} of orch's state.")
+        lines += _family(metric_name(counter), "counter", help_text,
+                         [("", names[counter])])
+    samples = [(f'{{stage="{_label(stage)}",state="{_label(state)}"}}', count)
+               for (stage, state), count in sorted(metrics.tasks.items())]
+    lines += _family("orch_tasks", "gauge", "Tasks by stage and state (closed tasks: counted "
+                     "when they closed).", samples)
+    lines += _family("orch_jobs_running", "gauge", "Jobs running now.",
+                     [("", metrics.jobs_running)])
+    lines += _family("orch_jobs_queued", "gauge", "Jobs queued now.",
+                     [("", metrics.jobs_queued)])
+    lines += _family("orch_last_tick_timestamp_seconds", "gauge",
+                     "When the last tick finished (Unix time; 0: never).",
+                     [("", metrics.last_tick_at or 0)])
+    lines += _family("orch_oldest_waiting_task_age_seconds", "gauge",
+                     "Seconds since the oldest task waiting for a serial-gate slot last "
+                     "changed (0: none waits).", [("", round(metrics.oldest_waiting_age_s, 3))])
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Write PATH atomically (a temp file in the same directory, then os.replace).
+
+    The temp name starts with a dot and does not end in `.prom`, so the
+    textfile collector never reads a half-written file; the result is 0644.
+    """
+    from orch.errors import RefusedError
+
+    directory = path.parent
+    if not directory.is_dir():
+        raise RefusedError(f"{path}: the directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
+    except OSError as exc:
+        raise RefusedError(f"{path}: cannot write in {directory}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), TEXTFILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise RefusedError(f"{path}: cannot write it: {exc.strerror or exc}") from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
