@@ -95,11 +95,10 @@ def _dispatch(engine: Engine, task: dict[str, Any], job: dict[str, Any], run: di
 def _test(engine: Engine, task: dict[str, Any], env: dict[str, str], log: Path,
           on_start: Any) -> tuple[int | None, str, str | None]:
     from orch.artifacts import TEST_REPORT_FILE
-    from orch.runners.test_runner import TestSettings, run_tests
+    from orch.engine.testrun import runner_settings
+    from orch.runners.test_runner import run_tests
 
-    config = engine.settings.repo(task["repo"]).test
-    settings = TestSettings(command=config.command, target=config.target,
-                            timeout_s=config.timeout_s, smoke=config.smoke)
+    settings = runner_settings(engine.settings.repo(task["repo"]))  # the same as orch test-run
     outcome = run_tests(worktree_dir(engine.settings, task["repo"], task["id"]), settings,
                         report_path=artifacts_dir(engine.settings, task["id"]) /
                         TEST_REPORT_FILE, env=env, log_path=log, on_start=on_start,
@@ -133,13 +132,15 @@ def _staging(engine: Engine, task: dict[str, Any], job: dict[str, Any], env: dic
 def _merge(engine: Engine, task: dict[str, Any], log: Path
            ) -> tuple[int | None, str, str | None]:
     from orch.artifacts import MERGE_REPORT_FILE
+    from orch.engine.launch import repo_lock
     from orch.runners.merge import run_merge
 
     repo = engine.settings.repo(task["repo"])
-    result = run_merge(repo.path, worktree_dir(engine.settings, task["repo"], task["id"]),
-                       task["branch"], repo.default_branch, push=repo.push,
-                       report_path=artifacts_dir(engine.settings, task["id"]) /
-                       MERGE_REPORT_FILE, log_path=log)
+    with repo_lock(engine.settings, task["repo"]):  # it prunes and may re-add the worktree
+        result = run_merge(repo.path, worktree_dir(engine.settings, task["repo"], task["id"]),
+                           task["branch"], repo.default_branch, push=repo.push,
+                           report_path=artifacts_dir(engine.settings, task["id"]) /
+                           MERGE_REPORT_FILE, log_path=log)
     return 0, "succeeded", f"merge {result.result}: {result.reason}"[:500]
 
 

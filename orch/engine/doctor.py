@@ -1,0 +1,395 @@
+"""`orch doctor`: is this home able to work? (SPEC section 8)
+
+Each check is a name, a status (ok, warn or fail) and one line of detail. A
+broken config is a failed check, not a crash, and the remaining checks still
+say what they can. Doctor only reads: it never creates or migrates the
+database and never changes the home.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.config import CONFIG_FILE, DB_FILE, RepoConfig, Settings
+from orch.errors import OrchError
+from orch.pipeline import Pipeline
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+TICK_STALE_S = 300  # a tick older than this: cron seems not to run
+PROBE_TIMEOUT_S = 15.0  # each ssh channel test and the pytest import probe
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class DoctorReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(check.status == FAIL for check in self.checks)
+
+    @property
+    def exit_status(self) -> int:
+        """1 when any check failed, else 0 (warnings don't fail)."""
+        return 1 if self.failed else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """`orch doctor --json`."""
+        return {"checks": [check.as_dict() for check in self.checks]}
+
+
+def run_doctor(home: Path) -> DoctorReport:
+    """Run every check for HOME, in the order a person would fix them."""
+    report = DoctorReport()
+    add = report.checks.append
+    settings = _check_config(home, add)
+    pipeline = _check_pipeline(settings, add) if settings is not None else None
+    db_path = settings.db_path if settings is not None else home / DB_FILE
+    readable, last_tick = _check_database(db_path, add)
+    if settings is not None:
+        env = _check_env_file(settings, add)
+        _check_repos(settings, add)
+        if pipeline is not None:
+            _check_agents(settings, pipeline, env, add)
+            _check_tests(settings, pipeline, env, add)
+            _check_staging(settings, pipeline, env, add)
+    if readable:
+        add(tick_check(last_tick, home))
+    return report
+
+
+Add = Callable[[Check], None]
+
+
+# --- config and pipeline ---------------------------------------------------------
+
+
+def _check_config(home: Path, add: Add) -> Settings | None:
+    from orch.config import load_settings
+
+    try:
+        settings = load_settings(home)
+    except OrchError as exc:
+        add(Check("config", FAIL, str(exc)))
+        return None
+    if not settings.config_file.exists():
+        add(Check("config", WARN, f"no {CONFIG_FILE} in {home}: built-in defaults "
+                  "(run orch init)"))
+    else:
+        add(Check("config", OK, f"{settings.config_file} loads"))
+    return settings
+
+
+def _check_pipeline(settings: Settings, add: Add) -> Pipeline | None:
+    from orch.pipeline import load_pipeline
+
+    try:
+        pipeline = load_pipeline(settings)
+    except OrchError as exc:
+        add(Check("pipeline", FAIL, str(exc)))
+        return None
+    add(Check("pipeline", OK, f"{pipeline.source}: {' -> '.join(pipeline.names)}"))
+    return pipeline
+
+
+def _check_env_file(settings: Settings, add: Add) -> dict[str, str]:
+    """The environment agents and runners get (os.environ + env_file), checking env_file."""
+    from orch.agents import read_env_file
+
+    env = dict(os.environ)
+    if settings.env_file is None:
+        return env
+    try:
+        values = read_env_file(settings.env_file)
+    except OrchError as exc:
+        add(Check("env_file", FAIL, str(exc)))
+        return env
+    add(Check("env_file", OK, f"{settings.env_file}: {len(values)} variable(s)"))
+    return env | values
+
+
+# --- database and tick -------------------------------------------------------------
+
+
+def _check_database(path: Path, add: Add) -> tuple[bool, str | None]:
+    """Check the state file; returns (readable, last_tick_at)."""
+    import sqlite3
+
+    from orch.state import counters, health
+    from orch.state.db import Database
+
+    if not path.exists():
+        add(Check("database", FAIL, f"no database at {path} (run orch init)"))
+        return False, None
+    if path.is_dir():
+        add(Check("database", FAIL, f"{path} is a directory, not a database"))
+        return False, None
+    try:
+        db = Database(path)
+    except (OrchError, sqlite3.Error) as exc:
+        add(Check("database", FAIL, f"{path}: cannot open: {exc}"))
+        return False, None
+    try:
+        check = database_check(path, health.integrity_problems(db), health.user_version(db),
+                               health.journal_mode(db))
+        tick = counters.get_meta(db, "last_tick_at") if health.has_table(db, "meta") else None
+    except (OrchError, sqlite3.Error) as exc:
+        add(Check("database", FAIL, f"{path}: {exc}"))
+        return False, None
+    finally:
+        db.close()
+    add(check)
+    return check.status != FAIL, tick
+
+
+def database_check(path: Path, problems: list[str], version: int, mode: str) -> Check:
+    """Judge what the database said: integrity, schema version, journal, filesystem."""
+    from orch.state.schema import SCHEMA_VERSION
+
+    if problems:
+        return Check("database", FAIL, f"{path}: integrity check failed: "
+                     + "; ".join(problems) + " (restore a backup)")
+    if version > SCHEMA_VERSION:
+        return Check("database", FAIL, f"{path}: schema version {version} is newer than this "
+                     f"orch ({SCHEMA_VERSION}): upgrade orch")
+    fs = filesystem_type(path)
+    if fs in NETWORK_FILESYSTEMS:
+        return Check("database", WARN, f"{path} is on a {fs} filesystem: SQLite's WAL needs "
+                     "a local one (move the home)")
+    if version < SCHEMA_VERSION:
+        return Check("database", WARN, f"{path}: schema version {version}, this orch uses "
+                     f"{SCHEMA_VERSION}: the next orch command migrates it")
+    return Check("database", OK, f"{path}: integrity ok, schema version {version}, "
+                 f"journal {mode}")
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem holding PATH, from /proc/self/mounts (None if unknown)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    target = str(path.resolve())
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
+def tick_check(last_tick_at: str | None, home: Path, now_s: float | None = None) -> Check:
+    """ok when a tick ran in the last 5 minutes; warn otherwise: cron seems not to run."""
+    import time
+
+    from orch.timeutil import parse_iso
+
+    hint = f" (crontab: * * * * * orch --home {shlex.quote(str(home))} tick --quiet)"
+    if not last_tick_at:
+        return Check("tick", WARN, f"no tick has run yet: cron seems not to run{hint}")
+    now = time.time() if now_s is None else now_s
+    age = max(0.0, now - parse_iso(last_tick_at).timestamp())
+    if age > TICK_STALE_S:
+        return Check("tick", WARN, f"the last tick was {_ago(age)} ago ({last_tick_at[:19]}Z): "
+                     f"cron seems not to run{hint}")
+    return Check("tick", OK, f"the last tick was {_ago(age)} ago")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min"
+    if seconds < 172800:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} days"
+
+
+# --- repos -------------------------------------------------------------------------
+
+
+def _check_repos(settings: Settings, add: Add) -> None:
+    if not settings.repos:
+        add(Check("repos", WARN, f"no repos in {settings.config_file}: add one under "
+                  "`repos:`"))
+    for repo in settings.repos.values():
+        add(repo_check(repo))
+
+
+def repo_check(repo: RepoConfig) -> Check:
+    """fail when the repo is unavailable or its default branch is missing."""
+    from orch import gitops
+    from orch.engine.common import repo_unavailable
+
+    name = f"repo {repo.name}"
+    reason = repo_unavailable(repo)
+    if reason is not None:
+        return Check(name, FAIL, reason)
+    try:
+        head = gitops.head_commit(repo.path, f"refs/heads/{repo.default_branch}")
+    except OrchError:
+        return Check(name, FAIL, f"{repo.path}: default branch {repo.default_branch!r} "
+                     "does not exist (set default_branch)")
+    return Check(name, OK, f"{repo.path}: {repo.default_branch} at {head[:12]}")
+
+
+# --- commands on PATH --------------------------------------------------------------
+
+
+def which(program: str, env: Mapping[str, str]) -> str | None:
+    """shutil.which with the PATH the command will really get."""
+    return shutil.which(program, path=env.get("PATH", os.defpath))
+
+
+def needed_roles(settings: Settings, pipeline: Pipeline) -> dict[str, list[str]]:
+    """{role: [stages]} for every agent the pipeline runs (tester when the runner is off)."""
+    roles: dict[str, list[str]] = {}
+    for stage in pipeline.stages:
+        tester = stage.runner == "test-runner" and not settings.flags.test_runner_enabled
+        if (stage.runner == "agent" or tester) and stage.role:
+            roles.setdefault(stage.role, []).append(stage.name)
+    return roles
+
+
+def _check_agents(settings: Settings, pipeline: Pipeline, env: dict[str, str],
+                  add: Add) -> None:
+    for role, stages in needed_roles(settings, pipeline).items():
+        add(agent_check(settings, role, stages, env))
+    for stage in pipeline.stages:
+        if stage.runner == "command" and stage.command:
+            add(_program_check(f"stage {stage.name}", stage.command[0], env,
+                               f"the {stage.name} stage's command"))
+
+
+def agent_check(settings: Settings, role_name: str, stages: list[str],
+                env: Mapping[str, str]) -> Check:
+    """fail when the agent's program is not on PATH; warn when its output reports no cost."""
+    name = f"agent {role_name}"
+    role = settings.agents.get(role_name)
+    if role is None:
+        return Check(name, FAIL, f"not defined under agents: (stages {', '.join(stages)})")
+    role_env = {**env, **role.env}
+    found = which(role.command[0], role_env)
+    if found is None:
+        return Check(name, FAIL, f"{role.command[0]!r} not found on PATH (stages "
+                     f"{', '.join(stages)})")
+    if role.output != "claude-json":
+        return Check(name, WARN, f"{found}: output {role.output or 'plain text'} reports no "
+                     "cost, so budgets don't limit this agent")
+    return Check(name, OK, found)
+
+
+def _program_check(name: str, program: str, env: Mapping[str, str], what: str) -> Check:
+    found = which(program, env)
+    if found is None:
+        return Check(name, FAIL, f"{program!r} not found on PATH ({what})")
+    return Check(name, OK, found)
+
+
+def _check_tests(settings: Settings, pipeline: Pipeline, env: dict[str, str],
+                 add: Add) -> None:
+    """The test command of each repo, when the pipeline runs the test-runner."""
+    if not settings.flags.test_runner_enabled or \
+            not any(stage.runner == "test-runner" for stage in pipeline.stages):
+        return
+    for repo in settings.repos.values():
+        add(check_test_command(repo, env))
+
+
+def check_test_command(repo: RepoConfig, env: dict[str, str]) -> Check:
+    """The test command's program on PATH; for `python -m pytest`, pytest importable."""
+    from orch.runners.test_runner import is_pytest_command
+
+    name = f"test {repo.name}"
+    command = repo.test.command
+    found = which(command[0], env)
+    if found is None:
+        return Check(name, FAIL, f"{command[0]!r} not found on PATH: the testing stage would "
+                     f"DEFER (set repos.{repo.name}.test.command)")
+    if is_pytest_command(command) and list(command[1:3]) == ["-m", "pytest"]:
+        problem = _pytest_import_problem(found, repo.path, env)
+        if problem is not None:
+            return Check(name, FAIL, f"{found} cannot import pytest: {problem}")
+    shown = shlex.join(command)
+    return Check(name, OK, shown if found == command[0] else f"{shown} ({found})")
+
+
+def _pytest_import_problem(python: str, cwd: Path, env: dict[str, str]) -> str | None:
+    from orch.procs import run_in_group
+
+    run = run_in_group([python, "-c", "import pytest"], cwd=cwd if cwd.is_dir() else Path("/"),
+                       env=env, timeout_s=PROBE_TIMEOUT_S, grace_s=1.0)
+    if run.start_error is not None:
+        return run.start_error
+    if run.timed_out:
+        return f"`{python} -c 'import pytest'` timed out after {PROBE_TIMEOUT_S:g} s"
+    if run.exit_code != 0:
+        return _last_line(run.stderr_tail) or f"exit {run.exit_code}"
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# --- staging channels --------------------------------------------------------------
+
+
+def _check_staging(settings: Settings, pipeline: Pipeline, env: dict[str, str],
+                   add: Add) -> None:
+    if not any(stage.runner == "staging-runner" for stage in pipeline.stages):
+        return
+    for repo in settings.repos.values():
+        if repo.staging is not None:
+            add(staging_check(repo, settings.flags.staging_runner_exec_host_side, env))
+
+
+def ssh_probe_argv(host: str) -> list[str]:
+    """`ssh -o BatchMode=yes -o ConnectTimeout=10 HOST true`."""
+    from orch.runners.staging import SSH_OPTIONS
+
+    return ["ssh", *SSH_OPTIONS, host, "true"]
+
+
+def staging_check(repo: RepoConfig, exec_host_side: bool, env: dict[str, str]) -> Check:
+    """The staging channel: `ssh HOST true` works, or docker is here when there is no host."""
+    from orch.procs import run_in_group
+    from orch.runners.staging import explain_staging_outcome
+
+    staging = repo.staging
+    assert staging is not None
+    name = f"staging {repo.name}"
+    if not (staging.host and exec_host_side):
+        return _program_check(name, "docker", env,
+                              f"staging runs `docker exec {staging.container}` here")
+    run = run_in_group(ssh_probe_argv(staging.host), cwd=Path("/"), env=env,
+                       timeout_s=PROBE_TIMEOUT_S, grace_s=1.0)
+    if run.exit_code == 0 and not run.timed_out:
+        return Check(name, OK, f"ssh {staging.host}: reachable")
+    outcome, reason = explain_staging_outcome(run.exit_code, run.stderr_tail,
+                                              timed_out=run.timed_out,
+                                              start_error=run.start_error)
+    if run.timed_out:
+        reason = f"no answer in {PROBE_TIMEOUT_S:g} s"
+    return Check(name, FAIL, f"ssh {staging.host}: {outcome}: {reason}")
