@@ -9,7 +9,6 @@ reads os.environ or YAML after this.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,8 +58,10 @@ FALSE_WORDS = ("false", "0", "no", "off")
 DEFAULT_AGENTS: dict[str, dict[str, Any]] = {
     "analyst": {"command": ["claude", "-p", "--output-format", "json", "{prompt}"],
                 "output": "claude-json", "timeout_s": 3600},
-    "developer": {"command": ["claude", "-p", "--output-format", "json",
-                              "--permission-mode", "acceptEdits", "{prompt}"],
+    "developer": {"command": ["claude", "-p", "--allowedTools",
+                              "Bash(git:*),Bash(python:*),Bash(pytest:*),Edit,Write",
+                              "--output-format", "json", "--permission-mode", "acceptEdits",
+                              "{prompt}"],
                   "output": "claude-json", "timeout_s": 7200},
     "reviewer": {"command": ["claude", "-p", "--output-format", "json", "{prompt}"],
                  "output": "claude-json", "timeout_s": 1800},
@@ -207,6 +208,8 @@ class _Builder:
         if allowed is not None:
             for key in value:
                 if key not in allowed:
+                    import difflib
+
                     close = difflib.get_close_matches(key, allowed, n=1)
                     hint = f"did you mean {close[0]!r}?" if close else None
                     raise self.fail((*path, key), "unknown key", hint)

@@ -304,3 +304,22 @@ def test_notify_gets_done_and_hold_events(tmp_path):
     assert [(p["event"], p["task"]) for p in payloads] == [("done", done), ("hold", held)]
     assert set(payloads[0]) == {"event", "task", "repo", "title", "stage", "state", "reason",
                                 "at"}
+
+
+def test_a_command_killed_by_a_signal_is_a_retry_a_non_zero_exit_a_fail(tmp_path):
+    pipeline = """\
+        stages:
+          - {name: first, runner: command, command: [sh, -c, 'true']}
+          - {name: check, runner: command, on_fail: first,
+             command: [sh, -c, 'if [ -e "$ORCH_ARTIFACTS/crash" ]; then kill -9 $$; fi; exit 1']}
+    """
+    home = Home(tmp_path, pipeline)
+    task = home.add()
+    home.artifact(task, "crash").write_text("x")
+    home.tick(claims=2)
+    jobs = home.jobs(task)
+    assert jobs[-1]["stage"] == "check" and jobs[-1]["verdict"] == "RETRY"
+    assert home.task(task)["round"] == 0
+    home.artifact(task, "crash").unlink()
+    home.tick(claims=1)
+    assert home.task(task)["stage"] == "first" and home.task(task)["round"] == 1

@@ -53,15 +53,15 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
     """A task as a person reads it: header, jobs and runs, then the timeline."""
     task = detail["task"]
     out = console(width)
-    out.print(f"task {task['id']} {task['title']}", style="bold", markup=False)
+    out.print(f"task {task['id']} {task['title']}", style="bold", markup=False, soft_wrap=True)
     out.print(f"repo {task['repo']}  stage {task['stage']}  state {task['state']}  "
               f"round {task['round']}  priority {task['priority']}  branch {task['branch'] or '-'}",
-              markup=False)
+              markup=False, soft_wrap=True)
     if task["paused_at"]:
         out.print(f"paused since {task['paused_at']}: {task['pause_reason'] or 'no reason given'}",
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if task["hold_reason"]:
-        out.print(f"held: {task['hold_reason']}", markup=False)
+        out.print(f"held: {task['hold_reason']}", markup=False, soft_wrap=True)
     if detail["jobs"]:
         rows = [[j["id"], j["stage"], j["runner"], j["status"], j["attempt"], j["defers"],
                  j["verdict"] or "", j["exit_code"] if j["exit_code"] is not None else ""]
@@ -78,9 +78,9 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
     for event in detail["events"]:
         job = f" job {event['job_id']}" if event["job_id"] else ""
         out.print(f"  {event['at'][:19].replace('T', ' ')}  {event['kind']:<12}{job}  "
-                  f"{event['detail']}", markup=False)
+                  f"{event['detail']}", markup=False, soft_wrap=True)
     names = ", ".join(detail["artifacts"]) or "none"
-    out.print(f"artifacts: {names}", markup=False)
+    out.print(f"artifacts: {names}", markup=False, soft_wrap=True)
 
 
 def tick_summary(report: dict[str, Any], *, dry_run: bool, quiet: bool) -> None:
@@ -219,7 +219,7 @@ def queue_renderable(view: dict[str, Any]) -> Any:
     else:
         parts.append(Text("running jobs: none" + ("" if limit is None else
                                                   f" (max_concurrency {limit})")))
-    parts.append(_reaper_line(view["reaper"], view["counters"]))
+    parts += [Text(""), _reaper_line(view["reaper"], view["counters"])]
     return Group(*parts)
 
 
@@ -281,3 +281,76 @@ def snapshot_summary(result: dict[str, Any]) -> None:
     print(f"snapshot {result['path']}: state (schema {result['schema_version']}) and "
           f"{result['files']} artifact file(s) of {len(result['open_tasks'])} open task(s), "
           f"{result['size']} bytes")
+
+
+# --- orch test-run, orch doctor, orch demo ---------------------------------------------
+
+DOCTOR_MARKS = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+DEMO_QUIET_KINDS = ("created", "enqueued")  # in the final timeline, not worth a progress line
+
+
+def testrun_summary(meta: dict[str, Any], body: str, *, workdir: Any, source: str,
+                     report: Any) -> None:
+    """A test run in a few lines; after a FAIL or DEFER, the report's body too."""
+    line = f"{meta['result']} ({meta['reason']}): {meta['command']}"
+    code = meta.get("exit_code")
+    line += f", exit {code}" if code is not None else ", did not start"
+    line += f", {meta['duration_s']:.1f} s"
+    tests = meta.get("tests")
+    if tests:
+        line += "; " + ", ".join(f"{count} {name}" for name, count in tests.items())
+    print(line)
+    print(f"in {workdir} with the settings of {source}")
+    if report is not None:
+        print(f"report: {report}")
+    if meta["result"] != "PASS":  # the failing tests and the output tail, for the CI log
+        sections = body.find("\n## ")
+        if sections >= 0:
+            print(body[sections:].rstrip("\n"))
+
+
+def doctor_checks(checks: list[dict[str, str]]) -> None:
+    """One line per check with its mark, then the counts."""
+    width = max((len(check["name"]) for check in checks), default=0)
+    for check in checks:
+        mark = DOCTOR_MARKS.get(check["status"], check["status"])
+        print(f"{mark} {check['name']:<{width}}  {check['detail']}")
+    counts = {status: sum(1 for c in checks if c["status"] == status) for status in DOCTOR_MARKS}
+    print(f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failed")
+
+
+def demo_step(step: Any) -> None:
+    """One line of `orch demo` progress (stage transitions stand out)."""
+    if step.kind in DEMO_QUIET_KINDS:
+        return
+    if step.kind == "stage":
+        print(f"{step.elapsed_s:6.1f} s  ==> {step.detail.removeprefix('-> ')}", flush=True)
+    elif step.kind == "demo":
+        print(f"{step.elapsed_s:6.1f} s  {step.detail}", flush=True)
+    else:
+        job = f"job {step.job_id}: " if step.job_id else ""
+        print(f"{step.elapsed_s:6.1f} s      {step.kind:<11} {job}{step.detail}", flush=True)
+
+
+def demo_summary(result: Any) -> None:
+    """How the demo ended, where its home is and how to look around."""
+    print()
+    if result.done:
+        print(f"Task {result.task_id} is done in {result.elapsed_s:.1f} s: merged into main of "
+              f"{result.repo_path} at {result.merged_commit[:12]}.")
+    elif result.timed_out:
+        print(f"Task {result.task_id} did not finish in time (stage {result.stage}, state "
+              f"{result.state}).")
+    else:
+        print(f"Task {result.task_id} stopped at stage {result.stage} (state {result.state}).")
+    if result.removed:
+        print(f"The temporary home {result.home} was removed; run `orch demo --keep` to keep "
+              "it and look around.")
+        return
+    from shlex import quote
+
+    print(f"The demo home: {result.home}")
+    print("Look around:")
+    for command in ("queue", f"task show {result.task_id}", "doctor"):
+        print(f"  orch --home {quote(str(result.home))} {command}")
+    print(f"  git -C {quote(str(result.repo_path))} log --oneline main")

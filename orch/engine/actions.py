@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from orch.config import Settings
 from orch.errors import NotFoundError, OrchError, RefusedError
 from orch.pipeline import Pipeline
-from orch.state import events, repos, tasks
+from orch.state import counters, events, repos, tasks
 from orch.state import jobs as jobs_state
 from orch.state.db import Database
 from orch.timeutil import now_iso
@@ -112,6 +112,7 @@ def cancel(settings: Settings, db: Database, task_id: int) -> str:
                              expect_status=("queued", "running"), error="task cancelled")
         tasks.update(db, task_id, expect={"state": task["state"]}, stage="cancelled",
                      state="closed", admitted=0)
+        counters.bump(db, "tasks_cancelled_total")
         events.record(db, "cancelled", f"cancelled at stage {task['stage']}",
                       task_id=task_id, job_id=job["id"] if job else None)
     if job is not None and job["status"] == "running":

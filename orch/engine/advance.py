@@ -45,7 +45,8 @@ def decide(engine: Engine, job: dict[str, Any]) -> tuple[Verdict, str]:
     error = job["error"] or ""
     if outcome == "deferred":
         return Verdict.DEFER, error or "deferred"
-    if job["runner"] != "command" and outcome in RETRY_OUTCOMES:
+    # a command stage's non-zero exit is judged by its gate (FAIL); a crash or timeout is not
+    if outcome in RETRY_OUTCOMES and not _command_exit(job, outcome):
         return Verdict.RETRY, f"{RETRY_OUTCOMES[outcome]}" + (f": {error}" if error else "")
     started = epoch_of(run["started_at"]) if run else 0.0
     ctx = GateContext(
@@ -59,6 +60,13 @@ def decide(engine: Engine, job: dict[str, Any]) -> tuple[Verdict, str]:
     )
     result = judge(stage.gate, ctx)
     return result.verdict, result.reason
+
+
+def _command_exit(job: dict[str, Any], outcome: str | None) -> bool:
+    """A command stage that ran and exited non-zero: the gate judges it (FAIL)."""
+    code = job["exit_code"]
+    return job["runner"] == "command" and outcome == "failed" and code is not None \
+        and code >= 0
 
 
 def _new_commits(engine: Engine, task: dict[str, Any], run: dict[str, Any] | None) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from orch.config import Settings
 from orch.model import Verdict
 from orch.pipeline import Pipeline, Stage
-from orch.state import events, tasks
+from orch.state import counters, events, tasks
 from orch.state import jobs as jobs_state
 from orch.state.db import Database
 from orch.timeutil import now_iso
@@ -131,6 +131,7 @@ def _fail(engine: Engine, task: dict[str, Any], job: dict[str, Any], stage: Stag
     if move.stage == "failed":
         tasks.update(engine.db, task["id"], stage="failed", state="closed", admitted=0,
                      round=move.round)
+        counters.bump(engine.db, "tasks_failed_total")
         events.record(engine.db, "closed",
                       f"failed: round {move.round} would exceed max_rounds "
                       f"{engine.settings.max_rounds}", task_id=task["id"])
@@ -146,6 +147,7 @@ def enter_stage(engine: Engine, task: dict[str, Any], name: str, round_: int) ->
     while True:
         if name == "done":
             tasks.update(db, task["id"], stage="done", state="closed", admitted=0)
+            counters.bump(db, "tasks_done_total")
             events.record(db, "closed", "done", task_id=task["id"])
             note(engine, "done", task, "done")
             return
@@ -271,6 +273,7 @@ def apply_human(engine: Engine, task: dict[str, Any], approve: bool, reason: str
     if move.stage == "failed":
         tasks.update(db, task["id"], stage="failed", state="closed", admitted=0,
                      round=move.round)
+        counters.bump(db, "tasks_failed_total")
         events.record(db, "closed", f"failed: round {move.round} would exceed max_rounds",
                       task_id=task["id"])
         note(engine, "failed", task, reason)
