@@ -62,9 +62,6 @@ def setup_home(tmp_path: Path, role: str, extra: str = "") -> tuple[Path, Path]:
         repos:
           app: {{path: {repo}}}
         {extra}"""))
-    import os
-
-    os.environ["RECORD_TO"] = str(record)
     return home, record
 
 
