@@ -23,7 +23,7 @@ def send(settings: Settings, db: Database, payload: dict[str, Any]) -> bool:
         return True
     problem = None
     try:
-        result = subprocess.run(list(settings.notify), input=json.dumps(payload).encode(),
+        result = subprocess.run(list(settings.notify), input=(json.dumps(payload) + "\n").encode(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 timeout=NOTIFY_TIMEOUT_S, check=False)
         if result.returncode != 0:
@@ -37,6 +37,9 @@ def send(settings: Settings, db: Database, payload: dict[str, Any]) -> bool:
         with db.transaction():
             events.record(db, "notify-failed", f"{payload.get('event')}: {problem}"[:1000],
                           task_id=payload.get("task"))
-    except Exception:
-        pass
+    except Exception as exc:  # the database itself is failing: say so, don't stop the tick
+        import sys
+
+        print(f"orch: notify failed ({problem}) and could not be recorded: {exc}",
+              file=sys.stderr)
     return False

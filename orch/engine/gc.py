@@ -123,9 +123,9 @@ def _collect(settings: Settings, db: Database, task: dict[str, Any], cutoff: str
 
     item = TaskGc(id=int(task["id"]), repo=str(task["repo"]), stage=str(task["stage"]),
                   updated_at=str(task["updated_at"]), branch=task["branch"])
-    if maint.has_open_job(db, item.id):  # a closed task never has one; never race a run
-        item.worktree = item.branch_action = "skipped"
-        item.note = "a job of this task is still queued or running"
+    if task["state"] != "closed" or maint.has_open_job(db, item.id):
+        item.worktree = item.branch_action = "skipped"  # never race a run or an open task
+        item.note = "the task is open or a job of it is still queued or running"
         return item
     try:
         _git_cleanup(settings, task, item, force, dry_run)

@@ -91,7 +91,8 @@ def _number(value: float) -> str:
 
 def _family(name: str, kind: str, help_text: str,
             samples: Sequence[tuple[str, float]]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    escaped = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+    lines = [f"# HELP {name} {escaped}", f"# TYPE {name} {kind}"]
     lines += [f"{name}{labels} {_number(value)}" for labels, value in samples]
     return lines
 

@@ -121,7 +121,14 @@ INSERT OR IGNORE INTO counters (name, value) VALUES
     ('ticks_total', 0), ('claims_total', 0);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS)
+# The tick asks for tasks by state (`active` ones needing a job, `held` ones on a
+# day budget, the claim's join); without this index each of those scans every
+# closed task of the history (bench/run.py, docs/performance.md).
+V3_TASKS_BY_STATE = """
+CREATE INDEX tasks_by_state ON tasks (state, priority DESC, id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_TASKS_BY_STATE)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
