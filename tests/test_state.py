@@ -75,7 +75,8 @@ def build_old_database(path: Path, version: int) -> None:
                      (STAMP,))
         conn.execute("INSERT INTO events (at, task_id, kind, detail) VALUES (?, 1, 'created', '')",
                      (STAMP,))
-        conn.execute("INSERT INTO counters (name, value) VALUES ('reaped_total', 7)")
+        conn.execute("INSERT INTO counters (name, value) VALUES ('reaped_total', 7) "
+                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value")  # v2 seeds it
     conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()

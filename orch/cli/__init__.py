@@ -7,6 +7,8 @@ status of SPEC section 10, here and nowhere else.
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 from typing import Annotated, Any
 
@@ -67,8 +69,6 @@ def main(argv: list[str] | None = None) -> None:
         code = run(argv)
         sys.stdout.flush()
     except BrokenPipeError:  # `orch ... | head`: the reader left; not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
     sys.exit(code)
@@ -82,7 +82,7 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args[:_first_command_index(args)] or "-v" in args[
         :_first_command_index(args)]
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_app_for(args))
     try:
         result = command.main(args=args, prog_name="orch", standalone_mode=False)
     except usage_error as exc:
@@ -118,6 +118,38 @@ def run(argv: list[str] | None = None) -> int:
         _error(f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
         return 1
     return int(result) if isinstance(result, int) else 0
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app with only the command ARGS name (and the global options), else all of it.
+
+    Typer turns every registered command into a click command on each run, which
+    costs more than an idle tick's own work once there are a few dozen of them,
+    so a run builds only the one it needs. Help without a command, an unknown
+    command (for its "did you mean"), and shell completion get the whole app.
+    """
+    index = _first_command_index(args)
+    if index >= len(args) or any(key.endswith("_COMPLETE") for key in os.environ):
+        return app
+    name = args[index]
+    try:
+        commands = [info for info in app.registered_commands if _command_name(info) == name]
+        groups = [info for info in app.registered_groups
+                  if typer.main.solve_typer_info_defaults(info).name == name]
+    except (AttributeError, TypeError):  # a typer whose internals moved: build it all
+        return app
+    if len(commands) + len(groups) != 1:
+        return app
+    slim = copy.copy(app)
+    slim.registered_commands = commands
+    slim.registered_groups = groups
+    return slim
+
+
+def _command_name(info: Any) -> str | None:
+    if info.name:
+        return str(info.name)
+    return typer.main.get_command_name(info.callback.__name__) if info.callback else None
 
 
 def _click_errors() -> tuple[Any, Any]:

@@ -1,4 +1,9 @@
-"""What every command gets: the home, settings loaded once, the database opened once."""
+"""What every command gets: the home, settings loaded once, the database opened once.
+
+Settings and pipeline are loaded through the YAML cache in the home
+(`.yaml-cache.json`, see orch.yamlio): a tick then never imports PyYAML while
+the files are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ if TYPE_CHECKING:
     from orch.config import Settings
     from orch.pipeline import Pipeline
     from orch.state.db import Database
+
+# Parsed orch.yaml and pipeline file, reused while they are unchanged (orch.yamlio).
+YAML_CACHE_FILE = ".yaml-cache.json"
 
 
 @dataclass
@@ -30,16 +38,21 @@ class AppContext:
     def settings(self) -> Settings:
         if "settings" not in self._cache:
             from orch.config import load_settings
+            from orch.yamlio import caching
 
-            self._cache["settings"] = load_settings(self.home)
+            with caching(self.home / YAML_CACHE_FILE):
+                self._cache["settings"] = load_settings(self.home)
         return self._cache["settings"]
 
     @property
     def pipeline(self) -> Pipeline:
         if "pipeline" not in self._cache:
             from orch.pipeline import load_pipeline
+            from orch.yamlio import caching
 
-            self._cache["pipeline"] = load_pipeline(self.settings)
+            settings = self.settings
+            with caching(self.home / YAML_CACHE_FILE):
+                self._cache["pipeline"] = load_pipeline(settings)
         return self._cache["pipeline"]
 
     @property

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orch.config import RepoConfig, Settings
+from orch.config import RepoConfig, Settings, frozen_record
 from orch.timeutil import to_iso
 
 
@@ -63,7 +64,7 @@ def epoch_of(stamp: str) -> float:
     return parse_iso(stamp).timestamp()
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Identity:
     """Who this process is, as recorded on the jobs it owns."""
 
@@ -104,3 +105,21 @@ def orch_vars(settings: Settings, task: dict[str, Any], job: dict[str, Any],
         stage=job["stage"], round_no=task["round"], repo=task["repo"],
         artifacts=artifacts_dir(settings, task["id"]),
         worktree=worktree_dir(settings, task["repo"], task["id"]))
+
+
+@contextmanager
+def repo_lock(settings: Settings, repo: str) -> Iterator[None]:
+    """Serialize worktree changes of one repo across overlapping ticks and orch gc.
+
+    `git worktree add` in one tick and `git worktree prune` (or another add) in
+    another race on the repo's `.git/worktrees` ("failed to read
+    .git/worktrees/N/commondir"); each spurious failure would cost the job an
+    attempt. An flock on a file in the home: a killed tick releases it.
+    """
+    import fcntl
+
+    path = settings.home / "worktrees" / f".{repo}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.config import RepoConfig, Settings
-from orch.engine.common import logs_dir, repo_unavailable, worktree_dir
+from orch.engine.common import logs_dir, repo_lock, repo_unavailable, worktree_dir
 from orch.state import events, maint
 from orch.state.db import Database
 from orch.timeutil import to_iso
@@ -154,10 +154,11 @@ def _git_cleanup(settings: Settings, task: dict[str, Any], item: TaskGc, force: 
         item.worktree = item.branch_action = "skipped"
         item.note = reason or "repo is not in orch.yaml"
         return
-    item.worktree = _worktree(repo, worktree_dir(settings, item.repo, item.id), dry_run)
-    if item.worktree == "kept":
-        item.note = "the worktree directory is not a git worktree of the repo; left in place"
-    item.branch_action, note = _branch(repo, task, force, dry_run)
+    with repo_lock(settings, item.repo):  # a tick may be adding a worktree of this repo
+        item.worktree = _worktree(repo, worktree_dir(settings, item.repo, item.id), dry_run)
+        if item.worktree == "kept":
+            item.note = "the worktree directory is not a git worktree of the repo; left in place"
+        item.branch_action, note = _branch(repo, task, force, dry_run)
     item.note = "; ".join(part for part in (item.note, note) if part)
 
 

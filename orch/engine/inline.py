@@ -54,6 +54,15 @@ class Heartbeat:
                 return
 
 
+class RunLost(Exception):
+    """The run no longer owns its job (reaped or cancelled meanwhile)."""
+
+
+def still_ours(engine: Engine, job_id: int, run_id: int) -> bool:
+    """A heartbeat fenced by run_id: True while this run still owns the running job."""
+    return jobs_state.heartbeat(engine.db, job_id, run_id, at=now_iso(), mono=monotonic())
+
+
 def run_inline(engine: Engine, task: dict[str, Any], job: dict[str, Any],
                run: dict[str, Any]) -> None:
     """Run one inline job to its end, record the run, and apply its gate now."""
@@ -65,9 +74,19 @@ def run_inline(engine: Engine, task: dict[str, Any], job: dict[str, Any],
 
     def on_start(pgid: int, started: int) -> None:
         jobs_state.set_run_group(engine.db, run["id"], pgid, started)
+        # Recorded first, checked second: a reaper or `orch cancel` that came before
+        # the group was recorded could not kill it, so it is ours to kill now
+        # (run_in_group kills the group when this raises).
+        if not still_ours(engine, job["id"], run["id"]):
+            raise RunLost(f"run {run['id']} lost job {job['id']} as it started")
 
-    with Heartbeat(engine, job["id"], run["id"]):
-        exit_code, outcome, error = _dispatch(engine, task, job, run, env, log, on_start)
+    if not still_ours(engine, job["id"], run["id"]):
+        return  # reaped or cancelled since the claim: another run (or nobody) does the work
+    try:
+        with Heartbeat(engine, job["id"], run["id"]):
+            exit_code, outcome, error = _dispatch(engine, task, job, run, env, log, on_start)
+    except RunLost:
+        return
     with engine.db.transaction():
         finished = jobs_state.finish_run(engine.db, job["id"], run["id"], exit_code=exit_code,
                                          outcome=outcome, error=error)
@@ -132,7 +151,7 @@ def _staging(engine: Engine, task: dict[str, Any], job: dict[str, Any], env: dic
 def _merge(engine: Engine, task: dict[str, Any], log: Path
            ) -> tuple[int | None, str, str | None]:
     from orch.artifacts import MERGE_REPORT_FILE
-    from orch.engine.launch import repo_lock
+    from orch.engine.common import repo_lock
     from orch.runners.merge import run_merge
 
     repo = engine.settings.repo(task["repo"])

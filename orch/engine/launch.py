@@ -21,6 +21,7 @@ from orch.engine.common import (
     logs_dir,
     monotonic,
     orch_vars,
+    repo_lock,
     run_env,
     utc_day_start,
     worktree_dir,
@@ -76,19 +77,24 @@ def start(engine: Engine, job: dict[str, Any], run: dict[str, Any]) -> None:
     """Prepare the worktree, then start the agent or run the inline runner."""
     task = tasks.get(engine.db, job["task_id"])
     assert task is not None
+    if _stage_gone(engine, task, job, run):
+        return
     if job["runner"] == "agent" and _over_budget(engine, task, job, run):
         return
-    base = prepare_worktree(engine, task)
-    jobs_state.set_run_fields(engine.db, run["id"], base_commit=base)
-    with engine.db.transaction():
-        events.record(engine.db, "started", f"{job['runner']} run {run['id']} attempt "
-                      f"{job['attempt']} for {job['stage']}", task_id=task["id"],
-                      job_id=job["id"])
-    if job["runner"] == "agent":
-        start_supervisor(engine, job, run)
-        return
-    from orch.engine.inline import run_inline
+    from orch.engine.inline import Heartbeat, run_inline
 
+    # The claim's heartbeat must not go stale while git works (or waits for the repo
+    # lock) or the supervisor starts: a live tick's job would look dead to another tick.
+    with Heartbeat(engine, job["id"], run["id"]):
+        base = prepare_worktree(engine, task)
+        jobs_state.set_run_fields(engine.db, run["id"], base_commit=base)
+        with engine.db.transaction():
+            events.record(engine.db, "started", f"{job['runner']} run {run['id']} attempt "
+                          f"{job['attempt']} for {job['stage']}", task_id=task["id"],
+                          job_id=job["id"])
+        if job["runner"] == "agent":
+            start_supervisor(engine, job, run)
+            return
     run_inline(engine, task, job, run)
 
 
@@ -104,7 +110,22 @@ def prepare_worktree(engine: Engine, task: dict[str, Any]) -> str:
     path = worktree_dir(engine.settings, task["repo"], task["id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     artifacts_dir(engine.settings, task["id"]).mkdir(parents=True, exist_ok=True)
-    return gitops.ensure_worktree(repo.path, path, branch, repo.default_branch)
+    with repo_lock(engine.settings, task["repo"]):
+        return gitops.ensure_worktree(repo.path, path, branch, repo.default_branch)
+
+
+def _stage_gone(engine: Engine, task: dict[str, Any], job: dict[str, Any],
+                run: dict[str, Any]) -> bool:
+    """Hold the task instead of starting a job whose stage was removed from the pipeline."""
+    if engine.pipeline.get(job["stage"]) is not None:
+        return False
+    reason = f"stage {job['stage']!r} is no longer in the pipeline"
+    with engine.db.transaction():
+        jobs_state.end_run(engine.db, run["id"], "cancelled", f"not started: {reason}")
+        fresh = jobs_state.get(engine.db, job["id"])
+        assert fresh is not None
+        hold(engine, task, fresh, reason)
+    return True
 
 
 def _over_budget(engine: Engine, task: dict[str, Any], job: dict[str, Any],

@@ -79,10 +79,22 @@ def reap(engine: Engine, here: Identity, errors: list[dict[str, Any]] | None = N
 
 
 def kill_leftovers(engine: Engine, job: dict[str, Any]) -> str:
-    """Kill the run's process group (supervisor's or inline command's), never a reused pid."""
-    run = jobs_state.get_run(engine.db, job["run_id"]) if job["run_id"] else None
-    if run is None or not run["pgid"]:
-        return "no process group recorded"
+    """Kill the run's process group (supervisor's or inline command's), never a reused pid.
+
+    The job and its run are read again in one snapshot: a supervisor that took the job
+    over since it was judged (it records its pid and its group in one transaction) is
+    alive and left alone; the job is then not reaped either.
+    """
+    with engine.db.transaction():
+        fresh = jobs_state.get(engine.db, job["id"])
+        if fresh is None or (fresh["status"], fresh["run_id"], fresh["pid"]) != (
+                "running", job["run_id"], job["pid"]):
+            return "its owner changed meanwhile: nothing killed"
+        run = jobs_state.get_run(engine.db, job["run_id"]) if job["run_id"] else None
+    if run is None:
+        return "no run recorded"
+    if not run["pgid"]:
+        return _kill_unrecorded(engine, int(run["id"]))
     if engine.dry_run:
         return "would kill its process group"
     outcome = procs.kill_group(int(run["pgid"]), run["pgid_started"],
@@ -91,6 +103,42 @@ def kill_leftovers(engine: Engine, job: dict[str, Any]) -> str:
             "gone": f"process group {run['pgid']} already gone",
             "refused-reused-pid": f"left pid {run['pgid']} alone (reused by another process)"
             }.get(outcome, outcome)
+
+
+def _kill_unrecorded(engine: Engine, run_id: int) -> str:
+    """No group recorded: the tick died between starting an inline command and recording
+    its group. Its processes carry this home's ORCH_HOME and the run's ORCH_RUN_ID in their
+    environment (nothing else does), so their groups are found by that and killed."""
+    groups = _groups_with_env({"ORCH_HOME": str(engine.settings.home),
+                               "ORCH_RUN_ID": str(run_id)})
+    if not groups:
+        return "no process group recorded"
+    if engine.dry_run:
+        return f"would kill process groups {sorted(groups)} (found by ORCH_RUN_ID)"
+    for pgid in sorted(groups):
+        procs.kill_group(pgid, procs.start_ticks(pgid), engine.settings.cancel_grace_s)
+    return f"killed process groups {sorted(groups)} (no group recorded; found by ORCH_RUN_ID)"
+
+
+def _groups_with_env(markers: dict[str, str]) -> set[int]:
+    """Process groups of the live processes whose environment holds every KEY=VALUE."""
+    import os
+
+    wanted = {f"{key}={value}".encode() for key, value in markers.items()}
+    groups: set[int] = set()
+    mine = os.getpgid(0)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = set(handle.read().split(b"\0"))
+            if wanted <= environ and not procs.is_zombie(int(entry)):
+                groups.add(os.getpgid(int(entry)))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    groups.discard(mine)  # never our own group, whatever started us
+    return groups
 
 
 def _reap_one(engine: Engine, job: dict[str, Any], verdict: Liveness) -> bool:

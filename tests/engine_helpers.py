@@ -1,0 +1,357 @@
+"""Shared pieces of the job-engine tests (tests/test_engine_*.py).
+
+Everything is real: a git repository and an orch home in tmp_path, the SQLite
+file, `orch tick` either in-process (`run_tick`) or as a separate process,
+supervisors and agents as processes. Only external programs are faked, as
+small scripts (a `claude` on PATH, a sleeping agent).
+
+Each test module defines its own small fixture around `EngineHome` (a
+fixture imported from here would trip ruff's F811), e.g.:
+
+    @pytest.fixture
+    def eh(tmp_path, monkeypatch, clean_env):
+        home = EngineHome(tmp_path, monkeypatch)
+        yield home
+        home.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orch import procs
+from orch.config import Settings, load_settings
+from orch.engine.tick import TickReport, run_tick
+from orch.pipeline import Pipeline, load_pipeline
+from orch.state.db import Database, open_database
+
+PY = sys.executable
+
+# Commits in test repos must not depend on the user's git config (identity, signing, hooks).
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "orch tests", "GIT_AUTHOR_EMAIL": "tests@orch.invalid",
+    "GIT_COMMITTER_NAME": "orch tests", "GIT_COMMITTER_EMAIL": "tests@orch.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+# The SPEC section 4 timings, shortened for tests.
+FAST = {"heartbeat_interval_s": 1, "heartbeat_timeout_s": 3, "retry_backoff_s": 0,
+        "cancel_grace_s": 1}
+
+TERMINAL = ("done", "failed", "cancelled")
+
+
+def run_git(cwd: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_repo(path: Path) -> Path:
+    """A git repository with one commit on main."""
+    path.mkdir(parents=True)
+    run_git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("# app\n", encoding="utf-8")
+    run_git(path, "add", "README.md")
+    run_git(path, "commit", "-q", "-m", "initial commit")
+    return path
+
+
+def write_script(path: Path, text: str) -> Path:
+    """An executable script (text starts with its #! line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def claude_result(*, is_error: bool = False, result: str = "done", subtype: str = "success",
+                  cost: float = 0.0) -> str:
+    """One line in the shape of `claude -p --output-format json`."""
+    return json.dumps({"type": "result", "subtype": subtype, "is_error": is_error,
+                       "result": result, "session_id": "fake-session", "total_cost_usd": cost,
+                       "usage": {"input_tokens": 3, "output_tokens": 4}})
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, pause: float = 0.05
+             ) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(pause)
+
+
+def alive(pid: int) -> bool:
+    """A live (non-zombie) process has this pid."""
+    return procs.start_ticks(pid) is not None and not procs.is_zombie(pid)
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Live members of a process group."""
+    return procs.group_members(pgid)
+
+
+def start_unrelated_sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:
+    """A process that has nothing to do with orch (its own session, no ORCH_* env)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return subprocess.Popen(["sleep", str(seconds)], env=env, start_new_session=True)
+
+
+class EngineHome:
+    """An orch home with one repo `app`, a pipeline file and helpers to drive and inspect it."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.home.mkdir()
+        self.repo = make_repo(root / "repos" / "app")
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        # agents started by in-process ticks (and their supervisors) inherit os.environ
+        monkeypatch.setenv("PATH", f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
+        self.configure()
+
+    # --- configuration ---------------------------------------------------------
+
+    def configure(self, *, stages: list[dict[str, Any]] | None = None,
+                  agents: dict[str, dict[str, Any]] | None = None,
+                  repo: dict[str, Any] | None = None, **top: Any) -> None:
+        """Write orch.yaml and pipeline.yaml (default: one `command` stage running `true`)."""
+        config: dict[str, Any] = {"max_concurrency": 1, "max_attempts": 3, **FAST,
+                                  "agents": agents or {},
+                                  "repos": {"app": {"path": str(self.repo),
+                                                    "default_branch": "main",
+                                                    "max_active": 1, **(repo or {})}},
+                                  "pipeline": "pipeline.yaml", **top}
+        (self.home / "orch.yaml").write_text(yaml.safe_dump(config, sort_keys=False),
+                                             encoding="utf-8")
+        self.write_pipeline(stages or [{"name": "run", "runner": "command",
+                                        "command": ["true"]}])
+
+    def write_pipeline(self, stages: list[dict[str, Any]]) -> None:
+        (self.home / "pipeline.yaml").write_text(yaml.safe_dump({"stages": stages},
+                                                                sort_keys=False),
+                                                 encoding="utf-8")
+
+    def settings(self, env: dict[str, str] | None = None) -> Settings:
+        return load_settings(self.home, {**os.environ, **(env or {})})
+
+    def pipeline(self, settings: Settings | None = None) -> Pipeline:
+        return load_pipeline(settings or self.settings())
+
+    @contextmanager
+    def database(self) -> Iterator[Database]:
+        db = open_database(self.home / "orch.db")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    # --- driving ---------------------------------------------------------------
+
+    def add_task(self, title: str = "task", priority: int = 0) -> int:
+        from orch.engine.tasks import NewTask, add_task
+
+        settings = self.settings()
+        with self.database() as db:
+            return int(add_task(settings, db, NewTask("app", title, "", priority),
+                                self.pipeline(settings).first.name)["id"])
+
+    def tick(self, max_claims: int = 1, dry_run: bool = False,
+             env: dict[str, str] | None = None) -> TickReport:
+        """One tick in this process (`env` overrides configuration like ORCH_* variables)."""
+        settings = self.settings(env)
+        pipeline = self.pipeline(settings)
+        db = open_database(settings.db_path)
+        try:
+            return run_tick(settings, pipeline, db, max_claims=max_claims, dry_run=dry_run)
+        finally:
+            db.close()
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a separate orch process: ours minus ORCH_*, our bin on PATH."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        return env | (extra or {})
+
+    def orch_argv(self, *args: str) -> list[str]:
+        return [PY, "-m", "orch", "--home", str(self.home), *args]
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+        """`orch --home H ARGS` as a separate process."""
+        return subprocess.run(self.orch_argv(*args), env=self.env(env), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def tick_cli(self, *args: str, env: dict[str, str] | None = None
+                 ) -> dict[str, Any]:
+        """`orch tick --json ARGS` as a separate process; returns its report."""
+        done = self.cli("tick", "--json", *args, env=env)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    def tick_until(self, predicate: Callable[[], Any], *, timeout: float = 60,
+                   max_claims: int = 1, pause: float = 0.1, what: str = "the condition",
+                   env: dict[str, str] | None = None) -> list[TickReport]:
+        """Tick (in-process) until `predicate()` holds; returns the reports."""
+        reports: list[TickReport] = []
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}; "
+                            f"tasks: {self.rows('SELECT * FROM tasks')}; "
+                            f"jobs: {self.rows('SELECT * FROM jobs')}; "
+                            f"errors: {[r.errors for r in reports if r.errors]}")
+            reports.append(self.tick(max_claims=max_claims, env=env))
+            time.sleep(pause)
+        return reports
+
+    # --- inspection (a separate plain sqlite3 connection each time) -------------
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(str(self.home / "orch.db"), timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self.connect() as conn:
+            return [dict(row) for row in conn.execute(sql, params).fetchall()]
+
+    def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        with self.connect() as conn:
+            row = conn.execute(sql, params).fetchone()
+            return row[0] if row is not None else None
+
+    def write(self, sql: str, params: tuple[Any, ...] = (), *,
+              ignore_checks: bool = False) -> int:
+        """A direct write (to corrupt rows on purpose); returns the row count."""
+        with self.connect() as conn:
+            if ignore_checks:
+                conn.execute("PRAGMA ignore_check_constraints = ON")
+            return conn.execute(sql, params).rowcount
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        rows = self.rows("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        assert rows, f"no task {task_id}"
+        return rows[0]
+
+    def jobs(self, task_id: int) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM jobs WHERE task_id = ? ORDER BY id", (task_id,))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.rows("SELECT * FROM jobs WHERE id = ?", (job_id,))[0]
+
+    def runs(self, job_id: int) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM runs WHERE job_id = ? ORDER BY id", (job_id,))
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        return self.rows("SELECT * FROM runs WHERE id = ?", (run_id,))[0]
+
+    def events(self, task_id: int | None = None, kind: str | None = None
+               ) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM events WHERE 1 = 1", list[Any]()
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        return self.rows(sql + " ORDER BY id", tuple(params))
+
+    def counter(self, name: str) -> int:
+        return int(self.value("SELECT coalesce((SELECT value FROM counters WHERE name = ?), 0)",
+                              (name,)))
+
+    def running_job(self, task_id: int) -> dict[str, Any] | None:
+        rows = self.rows("SELECT * FROM jobs WHERE task_id = ? AND status = 'running'",
+                         (task_id,))
+        return rows[0] if rows else None
+
+    def wait_registered(self, task_id: int, timeout: float = 15) -> tuple[dict[str, Any],
+                                                                         dict[str, Any]]:
+        """The running job of a task once its supervisor took it over, and its run."""
+
+        def registered() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            job = self.running_job(task_id)
+            if job is None or not job["run_id"]:
+                return None
+            run = self.run(job["run_id"])
+            if not run["pgid"] or run["pgid"] != job["pid"]:
+                return None
+            return job, run
+
+        return wait_for(registered, timeout, f"a supervisor to take over task {task_id}'s job")
+
+    def check_invariants(self) -> None:
+        """SPEC section 4 invariants 1 and 2, and every run of a job that is not running ended."""
+        dirty = self.rows("SELECT id FROM jobs WHERE status = 'queued' AND (run_id IS NOT NULL "
+                          "OR pid IS NOT NULL OR pid_started IS NOT NULL OR boot_id IS NOT NULL "
+                          "OR started_at IS NOT NULL OR heartbeat_at IS NOT NULL "
+                          "OR heartbeat_mono IS NOT NULL)")
+        assert dirty == [], f"queued jobs that carry run ownership: {dirty}"
+        doubles = self.rows("SELECT task_id, count(*) AS n FROM jobs WHERE status IN "
+                            "('queued', 'running') GROUP BY task_id HAVING n > 1")
+        assert doubles == [], f"tasks with more than one open job: {doubles}"
+        open_runs = self.rows(
+            "SELECT runs.id, runs.job_id FROM runs JOIN jobs ON jobs.id = runs.job_id "
+            "WHERE runs.outcome IS NULL AND runs.finished_at IS NULL "
+            "AND NOT (jobs.status = 'running' AND jobs.run_id = runs.id)")
+        assert open_runs == [], f"runs left open for jobs that do not run them: {open_runs}"
+
+    # --- processes ---------------------------------------------------------------
+
+    def processes(self) -> list[int]:
+        """Live processes that belong to this home: orch's own (`--home H` in their argv)
+        and everything started with `ORCH_HOME=H` (agents, commands, their children)."""
+        me = os.getpid()
+        marker_env = f"ORCH_HOME={self.home}".encode()
+        marker_arg = str(self.home).encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as handle:
+                    environ = handle.read().split(b"\0")
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    argv = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if (marker_env in environ or marker_arg in argv) and alive(pid):
+                found.append(pid)
+        return found
+
+    def close(self) -> None:
+        """Kill whatever this home's runs left behind (each by its own pid)."""
+        for _ in range(3):
+            left = self.processes()
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
