@@ -539,8 +539,8 @@ def _time_bare_claims(path: Path, count: int) -> float:
 
 def _time_orch_claims(home: Path, count: int) -> float:
     from orch.state import jobs as jobs_state
-    from orch.state.db import open_database
     from orch.state.jobs import Owner
+    from orch.state.schema import open_database
     from orch.timeutil import now_iso
 
     db = open_database(home / "orch.db")

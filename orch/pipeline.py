@@ -185,6 +185,12 @@ def _stage_lists(raw: dict, runner: str, path: KeyPath, fail: Any) -> dict[str, 
     command = raw.get("command") or []
     if runner == "command" and (not isinstance(command, list) or not command):
         raise fail((*path, "command"), "a command stage needs a non-empty argv list")
+    if not isinstance(command, list):
+        raise fail((*path, "command"), "expected an argv list")
+    for index, item in enumerate(command):
+        if not isinstance(item, str):  # YAML `true` or `1` would run as "True" / "1"
+            raise fail((*path, "command", index), f"expected a string, got {item!r} "
+                       "(quote it)")
     deliverables = raw.get("deliverables") or []
     if not isinstance(deliverables, list) or not all(isinstance(d, str) for d in deliverables):
         raise fail((*path, "deliverables"), "expected a list of file names")

@@ -261,10 +261,15 @@ class _Output:
         self.selector = selectors.DefaultSelector()
 
     def attach(self, proc: subprocess.Popen[bytes]) -> None:
-        """Watch the stdout and stderr pipes of `proc`."""
+        """Watch the stdout and stderr pipes of `proc`, and its exit (a pidfd, where the
+        kernel has them), so a leader that exits after closing its pipes is seen at once."""
         for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
             if pipe is not None:
                 self.selector.register(pipe.fileno(), selectors.EVENT_READ, name)
+        try:
+            self.selector.register(os.pidfd_open(proc.pid), selectors.EVENT_READ, "exit")
+        except (AttributeError, OSError):
+            pass  # no pidfd: the watch loop polls
 
     def add(self, data: bytes, *, is_stderr: bool) -> None:
         """Record a chunk of output (log file first, then the tails)."""
@@ -281,6 +286,10 @@ class _Output:
             time.sleep(timeout_s)
             return
         for key, _ in self.selector.select(timeout_s):
+            if key.data == "exit":  # the leader exited: stop watching its pidfd
+                self.selector.unregister(key.fd)
+                os.close(key.fd)
+                continue
             data = os.read(key.fd, 65536)
             if data:
                 self.add(data, is_stderr=key.data == "stderr")
@@ -296,6 +305,9 @@ class _Output:
         deadline = time.monotonic() + _DRAIN_S
         while self.selector.get_map() and time.monotonic() < deadline:
             self.pump(_POLL_S)
+        for key in list(self.selector.get_map().values()):
+            if key.data == "exit":
+                os.close(key.fd)
         self.selector.close()
 
     def tails(self) -> tuple[str, str]:

@@ -36,7 +36,8 @@ from orch import procs
 from orch.config import Settings, load_settings
 from orch.engine.tick import TickReport, run_tick
 from orch.pipeline import Pipeline, load_pipeline
-from orch.state.db import Database, open_database
+from orch.state.db import Database
+from orch.state.schema import open_database
 
 PY = sys.executable
 

@@ -580,7 +580,7 @@ def test_observability_md_lists_every_event_kind() -> None:
 
 
 def _schema(tmp_path: Path) -> tuple[dict[str, list[str]], list[str], list[str]]:
-    from orch.state.db import open_database
+    from orch.state.schema import open_database
 
     db = open_database(tmp_path / "orch.db")
     try:

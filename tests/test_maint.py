@@ -27,7 +27,7 @@ from conftest import GIT_ENV, run_git
 
 from orch.engine.metrics import Metrics, render
 from orch.state import maint
-from orch.state.db import open_database
+from orch.state.schema import open_database
 from orch.timeutil import to_iso
 
 CHECKOUT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from orch.config import load_settings
 from orch.engine.queue import ExplainContext, RepoGate, build_queue, explain
 from orch.pipeline import load_pipeline
 from orch.state import events
-from orch.state.db import open_database
+from orch.state.schema import open_database
 from orch.timeutil import to_iso
 
 Cli = Callable[..., tuple[int, str, str]]

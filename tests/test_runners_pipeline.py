@@ -21,7 +21,7 @@ from orch.cli import run as cli_run
 from orch.config import load_settings
 from orch.engine.tick import run_tick
 from orch.pipeline import load_pipeline
-from orch.state.db import open_database
+from orch.state.schema import open_database
 
 PY = sys.executable
 

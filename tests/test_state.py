@@ -15,9 +15,9 @@ import pytest
 
 from orch.errors import DatabaseError, TryAgainError
 from orch.state import counters, events, tasks
-from orch.state.db import Database, open_database
+from orch.state.db import Database
 from orch.state.jobs import OWNERSHIP
-from orch.state.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
+from orch.state.schema import MIGRATIONS, SCHEMA_VERSION, migrate, open_database, schema_version
 
 Cli = Callable[..., tuple[int, str, str]]
 STAMP = "2026-11-25T01:02:03.456789Z"

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from orch.engine.moves import Engine, hold, job_runner, note
-from orch.gitops import branch_name
 from orch.state import events, repos, tasks
 from orch.state import jobs as jobs_state
 
@@ -40,7 +39,7 @@ def choose_admissions(open_tasks: list[dict[str, Any]], max_active: int, *, gate
 def admit(engine: Engine, unavailable: dict[str, str],
           errors: list[dict[str, Any]] | None = None) -> list[int]:
     """Release the slots of paused tasks with no running job, then admit per repo."""
-    from orch.engine.tick import record_error
+    from orch.engine.moves import record_error
 
     admitted: list[int] = []
     db = engine.db
@@ -87,6 +86,8 @@ def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
     max_active = config.max_active if config else 1
     chosen = choose_admissions(rows, max_active, gate_enabled=engine.settings.flags
                                .serial_gate_enabled, frozen=frozen, running_tasks=running)
+    from orch.gitops import branch_name  # lazily: most ticks admit nothing
+
     for task_id in chosen:
         row = next(r for r in rows if r["id"] == task_id)
         branch = row["branch"] or branch_name(task_id, row["title"])
@@ -100,7 +101,7 @@ def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
 def enqueue(engine: Engine, unavailable: dict[str, str],
             errors: list[dict[str, Any]] | None = None) -> list[int]:
     """Give each active, unpaused task with no open or unjudged job a job for its stage."""
-    from orch.engine.tick import record_error
+    from orch.engine.moves import record_error
 
     created = []
     db = engine.db

@@ -22,7 +22,7 @@ RETRY_OUTCOMES = {"failed": "the run failed", "timeout": "the run timed out",
 
 def advance_all(engine: Engine, errors: list[dict[str, Any]]) -> None:
     """Judge every finished, unjudged job; one that raises is recorded and skipped."""
-    from orch.engine.tick import record_error
+    from orch.engine.moves import record_error
 
     for job in jobs_state.unjudged(engine.db):
         try:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from orch.config import CONFIG_FILE, Settings, load_settings
 from orch.errors import RefusedError, UsageError
-from orch.state.db import Database, open_database
+from orch.state.db import Database
+from orch.state.schema import open_database
 
 REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HOME_DIRS = ("tasks", "worktrees", "logs")

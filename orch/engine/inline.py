@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from orch.engine.common import artifacts_dir, monotonic, worktree_dir
+from orch.engine.common import artifacts_dir, monotonic, orch_vars, run_env, worktree_dir
 from orch.engine.moves import Engine
 from orch.state import jobs as jobs_state
 from orch.timeutil import now_iso
@@ -67,9 +67,8 @@ def run_inline(engine: Engine, task: dict[str, Any], job: dict[str, Any],
                run: dict[str, Any]) -> None:
     """Run one inline job to its end, record the run, and apply its gate now."""
     from orch.engine.advance import judge_job
-    from orch.engine.launch import run_environment
 
-    env = run_environment(engine, task, job, run["id"])
+    env = run_env(engine.settings, orch_vars(engine.settings, task, job, run["id"]))
     log = Path(run["log_path"])
 
     def on_start(pgid: int, started: int) -> None:

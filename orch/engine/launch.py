@@ -20,9 +20,7 @@ from orch.engine.common import (
     artifacts_dir,
     logs_dir,
     monotonic,
-    orch_vars,
     repo_lock,
-    run_env,
     utc_day_start,
     worktree_dir,
 )
@@ -39,7 +37,7 @@ def claim_and_start(engine: Engine, here: Identity, max_claims: int,
                     unavailable: dict[str, str], errors: list[dict[str, Any]]
                     ) -> list[dict[str, Any]]:
     """Claim up to max_claims jobs; start or run each. Returns the claimed entries."""
-    from orch.engine.tick import record_error
+    from orch.engine.moves import record_error
 
     claimed = []
     tick_started = engine.started_at
@@ -172,8 +170,3 @@ def start_supervisor(engine: Engine, job: dict[str, Any], run: dict[str, Any]) -
             break
         time.sleep(0.02)
     return pid
-
-
-def run_environment(engine: Engine, task: dict[str, Any], job: dict[str, Any],
-                    run_id: int, role_env: dict[str, str] | None = None) -> dict[str, str]:
-    return run_env(engine.settings, orch_vars(engine.settings, task, job, run_id), role_env)

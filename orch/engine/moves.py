@@ -281,3 +281,15 @@ def apply_human(engine: Engine, task: dict[str, Any], approve: bool, reason: str
     tasks.update(db, task["id"], round=move.round)
     enter_stage(engine, {**task, "round": move.round}, move.stage, move.round)
     return f"rejected {stage.name}: back to {move.stage} (round {move.round})"
+
+
+def record_error(engine: Engine, errors: list[dict[str, Any]], task_id: int | None,
+                 job_id: int | None, exc: BaseException) -> None:
+    """An error of one task or job: an event (when possible) and an entry in `errors`."""
+    text = f"{type(exc).__name__}: {exc}"
+    errors.append({"task": task_id, "job": job_id, "error": text})
+    try:
+        with engine.db.transaction():
+            events.record(engine.db, "error", text[:2000], task_id=task_id, job_id=job_id)
+    except Exception:
+        pass  # the database itself is failing; the errors list still carries it

@@ -62,7 +62,7 @@ def reap(engine: Engine, here: Identity, errors: list[dict[str, Any]] | None = N
     """Judge every running job; kill and requeue (or hold) the dead ones."""
     import time
 
-    from orch.engine.tick import record_error
+    from orch.engine.moves import record_error
 
     reaped = []
     timeout = engine.settings.heartbeat_timeout_s

@@ -106,7 +106,7 @@ def _plan_for_task(settings: Settings, request: TestRunRequest) -> TestRunPlan:
 def _find_task(settings: Settings, task_id: int) -> dict[str, Any]:
     """The task row; exit 3 when the home has no database or no such task."""
     from orch.state import tasks
-    from orch.state.db import open_database
+    from orch.state.schema import open_database
 
     if not settings.db_path.exists():
         raise NotFoundError(f"no such task: {task_id} (no orch database at "

@@ -16,7 +16,7 @@ from orch.config import Settings
 from orch.engine.common import Identity, unavailable_repos
 from orch.engine.moves import Engine
 from orch.pipeline import Pipeline
-from orch.state import counters, events
+from orch.state import counters
 from orch.state.db import Database
 from orch.timeutil import now_iso
 
@@ -44,18 +44,6 @@ class TickReport:
 
 class _DryRunRollback(Exception):
     """Raised at the end of a dry run to roll every write back."""
-
-
-def record_error(engine: Engine, errors: list[dict[str, Any]], task_id: int | None,
-                 job_id: int | None, exc: BaseException) -> None:
-    """An error of one task or job: an event (when possible) and an entry in `errors`."""
-    text = f"{type(exc).__name__}: {exc}"
-    errors.append({"task": task_id, "job": job_id, "error": text})
-    try:
-        with engine.db.transaction():
-            events.record(engine.db, "error", text[:2000], task_id=task_id, job_id=job_id)
-    except Exception:
-        pass  # the database itself is failing; the errors list still carries it
 
 
 def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims: int = 1,

@@ -97,24 +97,3 @@ def _translate(exc: sqlite3.Error, path: Path) -> Exception:
                  or "unable to open" in text or "readonly" in text):
         return DatabaseError(f"{path}: {text}")
     return exc
-
-
-def open_database(path: Path, create: bool = True) -> Database:
-    """Open (and migrate) the state file; exit 5 for a corrupt or newer file."""
-    from orch.state.schema import migrate
-
-    if not path.exists() and not create:
-        raise DatabaseError(f"{path}: no database (run orch init)")
-    if path.exists() and path.is_dir():
-        raise DatabaseError(f"{path}: is a directory, not a database")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DatabaseError(f"{path}: cannot create its directory: {exc.strerror or exc}") from exc
-    db = Database(path)
-    try:
-        migrate(db)
-    except BaseException:
-        db.close()
-        raise
-    return db

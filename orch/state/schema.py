@@ -10,6 +10,8 @@ older orch can still write its heartbeat and exit.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from orch.errors import DatabaseError
 from orch.state.db import Database
 
@@ -165,3 +167,22 @@ def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
 def _statements(script: str) -> list[str]:
     """Split a migration script into statements (no ';' inside our DDL strings)."""
     return [part.strip() for part in script.split(";") if part.strip()]
+
+
+def open_database(path: Path, create: bool = True) -> Database:
+    """Open (and migrate) the state file; exit 5 for a corrupt or newer file."""
+    if not path.exists() and not create:
+        raise DatabaseError(f"{path}: no database (run orch init)")
+    if path.exists() and path.is_dir():
+        raise DatabaseError(f"{path}: is a directory, not a database")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot create its directory: {exc.strerror or exc}") from exc
+    db = Database(path)
+    try:
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
