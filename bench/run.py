@@ -51,8 +51,9 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@orch.invalid",
 
 # Why a target is missed, once analysed (shown in the table when it is missed).
 WHY_MISSED = {
-    "claim-1": "each job first gets its task's git worktree: 5 git processes, about 80% of "
-               "orch's time per job, where the floor only spawns `true` (see Analysis)",
+    "claim-1": "each job first gets its task's git worktree (`git worktree add`, then "
+               "`rev-parse`): about 75% of orch's time per job, where the floor only spawns "
+               "`true` (see Analysis)",
     "claim-4": "as above, and the worktree changes of one repo are serialized by a lock, so "
                "4 ticks on 2 cores add little",
     "test-run": "on the edge (0.97–1.03 from run to run): orch's own start plus the "
