@@ -66,9 +66,10 @@ def claim_and_start(engine: Engine, here: Identity, max_claims: int,
 
 
 def _fail_run(engine: Engine, job: dict[str, Any], run: dict[str, Any], error: str) -> None:
+    """End a run that could not start, unless its supervisor took the job over meanwhile."""
     with engine.db.transaction():
         jobs_state.finish_run(engine.db, job["id"], run["id"], exit_code=None,
-                              outcome="failed", error=error[:2000])
+                              outcome="failed", error=error[:2000], expect_pid=job["pid"])
 
 
 def start(engine: Engine, job: dict[str, Any], run: dict[str, Any]) -> None:

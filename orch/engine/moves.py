@@ -79,8 +79,8 @@ def apply_verdict(engine: Engine, job: dict[str, Any], verdict: Verdict, reason:
     with db.transaction():
         fresh = jobs_state.get(db, job["id"])
         if fresh is None or fresh["judged"] or fresh["status"] not in (
-                "succeeded", "failed", "cancelled"):
-            return False
+                "succeeded", "failed", "cancelled") or fresh["run_id"] != job["run_id"]:
+            return False  # judged already, or the verdict was decided for an older run
         task = tasks.get(db, fresh["task_id"])
         assert task is not None
         if task["state"] == "closed":
@@ -171,7 +171,8 @@ def enter_stage(engine: Engine, task: dict[str, Any], name: str, round_: int) ->
         note(engine, "needs_input", task, f"approve or reject stage {name}")
         return
     current = tasks.get(db, task["id"])
-    if current is not None and current["paused_at"] is None and current["state"] == "active":
+    if current is not None and current["paused_at"] is None and current["state"] == "active" \
+            and current["admitted"]:
         job_id = jobs_state.enqueue(db, task["id"], name, job_runner(engine.settings, stage))
         events.record(db, "enqueued", f"job {job_id} for {name}", task_id=task["id"],
                       job_id=job_id)
@@ -258,8 +259,9 @@ def apply_human(engine: Engine, task: dict[str, Any], approve: bool, reason: str
     assert stage is not None
     kind = "approved" if approve else "rejected"
     events.record(db, kind, reason, task_id=task["id"])
-    tasks.update(db, task["id"], state="active")
-    task = {**task, "state": "active"}
+    state = "active" if task["admitted"] else "waiting"  # no slot: wait for one first
+    tasks.update(db, task["id"], state=state)
+    task = {**task, "state": state}
     if approve:
         _entry(engine, task, stage.name, engine.pipeline.after(stage.name), "PASS")
         enter_stage(engine, task, engine.pipeline.after(stage.name), task["round"])

@@ -108,7 +108,7 @@ def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
         job = db.one(
             "SELECT jobs.* FROM jobs JOIN tasks ON tasks.id = jobs.task_id "
             "WHERE jobs.status = 'queued' AND (jobs.not_before IS NULL OR jobs.not_before <= ?) "
-            f"AND tasks.state = 'active' AND tasks.paused_at IS NULL{skip} "
+            f"AND tasks.state = 'active' AND tasks.admitted = 1 AND tasks.paused_at IS NULL{skip} "
             "ORDER BY tasks.priority DESC, jobs.id LIMIT 1",
             (runnable_at or now, *exclude_repos))
         if job is None:
@@ -174,14 +174,17 @@ def heartbeat(db: Database, job_id: int, run_id: int, *, at: str, mono: float) -
 def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
                outcome: str, error: str | None = None, session_id: str | None = None,
                cost_usd: float | None = None, tokens: int | None = None,
-               detail: str | None = None) -> bool:
-    """End a run: the job becomes succeeded/failed and waits to be judged (fenced by run_id)."""
+               detail: str | None = None, expect_pid: int | None = None) -> bool:
+    """End a run: the job becomes succeeded/failed and waits to be judged (fenced by run_id,
+    and by the owner's pid when given: a tick never ends a run its supervisor took over)."""
     at = now_iso()
     status = "succeeded" if outcome == "succeeded" else "failed"
+    owner = "" if expect_pid is None else " AND pid = ?"
     cursor = db.execute(
         "UPDATE jobs SET status = ?, finished_at = ?, exit_code = ?, error = ?, judged = 0 "
-        "WHERE id = ? AND run_id = ? AND status = 'running'",
-        (status, at, exit_code, error, job_id, run_id))
+        f"WHERE id = ? AND run_id = ? AND status = 'running'{owner}",
+        (status, at, exit_code, error, job_id, run_id,
+         *(() if expect_pid is None else (expect_pid,))))
     if cursor.rowcount != 1:
         return False
     db.execute(
