@@ -94,9 +94,11 @@ def _config(path: Path, key: str) -> str | None:
     return value if result.ok and value else None
 
 
-def _branch_exists(repo_path: Path, branch: str) -> bool:
+def branch_exists(repo_path: Path, branch: str) -> bool:
+    """True when refs/heads/BRANCH exists in the repository."""
     ref = f"refs/heads/{branch}"
     return _git(repo_path, "rev-parse", "--verify", "--quiet", ref, check=False).ok
+
 
 
 # --------------------------------------------------------------------------- names
@@ -230,7 +232,7 @@ def ensure_worktree(repo_path: Path, worktree_path: Path, branch: str, default_b
             raise GitError(f"branch {branch} is already checked out at {tree.path}; "
                            f"remove that worktree and retry")
     Path(worktree_path).parent.mkdir(parents=True, exist_ok=True)
-    if _branch_exists(repo_path, branch):
+    if branch_exists(repo_path, branch):
         say(f"adding worktree {worktree_path} for the existing branch {branch}")
         _git(repo_path, "worktree", "add", str(worktree_path), branch)
     else:
@@ -293,7 +295,7 @@ def delete_branch(repo_path: Path, branch: str, force: bool = False, *,
     that is not given, on the HEAD of REPO_PATH). A branch checked out in a
     worktree raises GitError (remove the worktree first).
     """
-    if not _branch_exists(repo_path, branch):
+    if not branch_exists(repo_path, branch):
         return False
     base = f"refs/heads/{default_branch}" if default_branch else "HEAD"
     if not force and count_commits(repo_path, base, f"refs/heads/{branch}") > 0:

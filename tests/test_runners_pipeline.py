@@ -323,3 +323,41 @@ def test_a_command_killed_by_a_signal_is_a_retry_a_non_zero_exit_a_fail(tmp_path
     home.artifact(task, "crash").unlink()
     home.tick(claims=1)
     assert home.task(task)["stage"] == "first" and home.task(task)["round"] == 1
+
+
+def test_a_task_waiting_at_a_removed_human_stage_is_held(tmp_path):
+    home = Home(tmp_path, """\
+        stages:
+          - {name: dev, runner: command, command: [sh, -c, 'true']}
+          - {name: signoff, runner: human}
+    """)
+    task = home.add()
+    home.tick()
+    assert home.task(task)["state"] == "needs_input"
+    (home.home / "pipeline.yaml").write_text(
+        "stages:\n  - {name: dev, runner: command, command: [sh, -c, 'true']}\n")
+    report = home.tick()
+    row = home.task(task)
+    assert row["state"] == "held" and row["stage"] == "signoff"
+    assert "no longer in the pipeline" in row["hold_reason"]
+    assert {"task": task, "from": "signoff", "to": "signoff", "verdict": "HOLD"} \
+        in report["advanced"]
+
+
+def test_a_branch_left_in_the_repo_by_someone_else_is_not_built_on(tmp_path):
+    home = Home(tmp_path, MERGE_PIPELINE)
+    git(home.repo, "checkout", "-q", "-b", "orch/1-task")
+    (home.repo / "foreign.txt").write_text("not this task's\n")
+    git(home.repo, "add", ".")
+    git(home.repo, "commit", "-qm", "someone else's work")
+    git(home.repo, "checkout", "-q", "main")
+    task = home.add("task")
+    home.tick(claims=1)
+    row = home.task(task)
+    assert row["branch"] == "orch/1-task-2"
+    worktree = home.home / "worktrees" / "app" / str(task)
+    assert not (worktree / "foreign.txt").exists()
+    assert git(home.repo, "rev-parse", "orch/1-task") != git(worktree, "rev-parse", "HEAD")
+    home.tick(claims=1)
+    assert home.task(task)["stage"] == "done"
+    assert not (home.repo / "foreign.txt").exists()  # main never got the foreign commit

@@ -45,6 +45,8 @@ def admit(engine: Engine, unavailable: dict[str, str],
     db = engine.db
     by_repo: dict[str, list[dict[str, Any]]] = {}
     for row in tasks.open_tasks(db):
+        if _hold_if_stage_gone(engine, row):
+            continue
         by_repo.setdefault(row["repo"], []).append(row)
     frozen = repos.frozen_repos(db)
     running = {job["task_id"] for job in jobs_state.running(db)}
@@ -60,6 +62,22 @@ def admit(engine: Engine, unavailable: dict[str, str],
                 raise
             record_error(engine, errors, None, None, RuntimeError(f"repo {repo}: {exc}"))
     return admitted
+
+
+def _hold_if_stage_gone(engine: Engine, task: dict[str, Any]) -> bool:
+    """A waiting or needs-input task whose stage left the pipeline is held, never dropped.
+
+    (Active tasks meet the same check when their next job is enqueued or started.)
+    """
+    if task["state"] not in ("waiting", "needs_input") or \
+            engine.pipeline.get(task["stage"]) is not None:
+        return False
+    with engine.db.transaction():
+        fresh = tasks.get(engine.db, task["id"])
+        if fresh is None or fresh["state"] != task["state"] or fresh["stage"] != task["stage"]:
+            return False
+        hold(engine, fresh, None, f"stage {fresh['stage']!r} is no longer in the pipeline")
+    return True
 
 
 def _repo_has_work(engine: Engine, repo: str, rows: list[dict[str, Any]], frozen: bool,

@@ -110,7 +110,26 @@ def prepare_worktree(engine: Engine, task: dict[str, Any]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     artifacts_dir(engine.settings, task["id"]).mkdir(parents=True, exist_ok=True)
     with repo_lock(engine.settings, task["repo"]):
+        if not path.exists() and not jobs_state.task_has_started(engine.db, task["id"]) \
+                and gitops.branch_exists(repo.path, branch):
+            branch = _own_branch(engine, task, repo.path, branch)
         return gitops.ensure_worktree(repo.path, path, branch, repo.default_branch)
+
+
+def _own_branch(engine: Engine, task: dict[str, Any], repo_path: Path, taken: str) -> str:
+    """A new task whose branch name already exists in the repo (another home, an old
+    task): take `<name>-2`, `-3`, ... rather than build on someone else's commits."""
+    from orch import gitops
+
+    number = 2
+    while gitops.branch_exists(repo_path, f"{taken}-{number}"):
+        number += 1
+    branch = f"{taken}-{number}"
+    with engine.db.transaction():
+        tasks.update(engine.db, task["id"], branch=branch)
+        events.record(engine.db, "branch", f"{taken} already exists in the repo and is not "
+                      f"this task's: using {branch}", task_id=task["id"])
+    return branch
 
 
 def _stage_gone(engine: Engine, task: dict[str, Any], job: dict[str, Any],

@@ -272,3 +272,10 @@ def tasks_needing_job(db: Database) -> list[dict[str, Any]]:
         "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id "
         "AND (jobs.status IN ('queued', 'running') OR jobs.judged = 0)) "
         "ORDER BY priority DESC, id")
+
+
+def task_has_started(db: Database, task_id: int) -> bool:
+    """Has any earlier run of this task prepared its worktree (recorded a base commit)?"""
+    return db.scalar(
+        "SELECT 1 FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE jobs.task_id = ? "
+        "AND runs.base_commit IS NOT NULL LIMIT 1", (task_id,)) is not None
