@@ -361,3 +361,30 @@ def test_a_branch_left_in_the_repo_by_someone_else_is_not_built_on(tmp_path):
     home.tick(claims=1)
     assert home.task(task)["stage"] == "done"
     assert not (home.repo / "foreign.txt").exists()  # main never got the foreign commit
+
+
+def test_an_inline_command_stops_when_its_run_loses_the_job(tmp_path):
+    """A cancel that died after its commit (nothing killed the group): the tick's own
+    heartbeat finds the job gone and stops the command."""
+    import time
+
+    home = Home(tmp_path, "stages:\n  - {name: slow, runner: command, command: [sleep, '60']}\n")
+    with (home.home / "orch.yaml").open("a") as config:
+        config.write("heartbeat_interval_s: 1\nheartbeat_timeout_s: 30\ncancel_grace_s: 1\n")
+    task = home.add()
+    tick = subprocess.Popen([PY, "-m", "orch", "--home", str(home.home), "tick"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = open_database(home.home / "orch.db")
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and not db.scalar(
+                "SELECT pgid FROM runs JOIN jobs ON jobs.id = runs.job_id "
+                "WHERE jobs.task_id = ? AND jobs.status = 'running'", (task,)):
+            time.sleep(0.05)
+        with db.transaction():
+            db.execute("UPDATE jobs SET status = 'cancelled' WHERE task_id = ?", (task,))
+    finally:
+        db.close()
+    started = time.time()
+    assert tick.wait(timeout=20) == 0
+    assert time.time() - started < 15  # not the 60 s of the command

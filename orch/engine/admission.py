@@ -153,8 +153,9 @@ def lift_day_budget_holds(engine: Engine, errors: list[dict[str, Any]]) -> list[
             continue
         with engine.db.transaction():
             state = "active" if task["admitted"] else "waiting"
-            if tasks.update(engine.db, task["id"], expect={"state": "held"}, state=state,
-                            hold_reason=None):
+            if tasks.update(engine.db, task["id"], expect={"state": "held",
+                                                           "hold_reason": "budget"},
+                            state=state, hold_reason=None):
                 events.record(engine.db, "retried", f"day budget hold lifted on {today}; "
                               f"{state}", task_id=task["id"])
                 lifted.append(task["id"])

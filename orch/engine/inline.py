@@ -26,6 +26,7 @@ class Heartbeat:
         self.engine = engine
         self.job_id = job_id
         self.run_id = run_id
+        self.group: tuple[int, int] | None = None  # (pgid, start ticks) of the run's command
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -51,7 +52,15 @@ class Heartbeat:
             except Exception:  # a locked database: the next beat tries again
                 continue
             if self.lost.is_set():
+                self._stop_lost_run()
                 return
+
+    def _stop_lost_run(self) -> None:
+        """The job was cancelled or reaped under us: stop our command (its group) now."""
+        if self.group is not None:
+            from orch import procs
+
+            procs.kill_group(self.group[0], self.group[1], self.engine.settings.cancel_grace_s)
 
 
 class RunLost(Exception):
@@ -71,7 +80,10 @@ def run_inline(engine: Engine, task: dict[str, Any], job: dict[str, Any],
     env = run_env(engine.settings, orch_vars(engine.settings, task, job, run["id"]))
     log = Path(run["log_path"])
 
+    beat = Heartbeat(engine, job["id"], run["id"])
+
     def on_start(pgid: int, started: int) -> None:
+        beat.group = (pgid, started)
         jobs_state.set_run_group(engine.db, run["id"], pgid, started)
         # Recorded first, checked second: a reaper or `orch cancel` that came before
         # the group was recorded could not kill it, so it is ours to kill now
@@ -82,7 +94,7 @@ def run_inline(engine: Engine, task: dict[str, Any], job: dict[str, Any],
     if not still_ours(engine, job["id"], run["id"]):
         return  # reaped or cancelled since the claim: another run (or nobody) does the work
     try:
-        with Heartbeat(engine, job["id"], run["id"]):
+        with beat:
             exit_code, outcome, error = _dispatch(engine, task, job, run, env, log, on_start)
     except RunLost:
         return
