@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.artifacts import MANIFEST, TASK_FILE, write_document
+from orch.artifacts import TASK_FILE, write_document
 from orch.config import Settings
+from orch.engine.common import artifacts_dir
 from orch.errors import NotFoundError, UsageError
 from orch.state import events, tasks
 from orch.state import jobs as jobs_state
@@ -23,10 +24,6 @@ class NewTask:
     title: str
     body: str = ""
     priority: int = 0
-
-
-def artifacts_dir(settings: Settings, task_id: int) -> Path:
-    return settings.home / "tasks" / str(task_id)
 
 
 def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None:
@@ -155,5 +152,3 @@ def list_tasks(db: Database, *, include_closed: bool, repo: str | None) -> list[
         return tasks.all_tasks(db, repo)
     return tasks.open_tasks(db, repo)
 
-
-KNOWN_ARTIFACTS = MANIFEST
