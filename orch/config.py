@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, dataclass_transform
 
 from orch.errors import ConfigError
+from orch.home import CONFIG_FILE, Home
 from orch.yamlio import KeyPath, dotted, load_yaml_file
 
 _Record = TypeVar("_Record")
@@ -99,8 +100,6 @@ def _bind(qualname: str, names: tuple[str, ...], args: tuple[Any, ...],
     return values
 
 
-CONFIG_FILE = "orch.yaml"
-DB_FILE = "orch.db"
 
 FLAG_DEFAULTS: dict[str, bool] = {
     "serial_gate_enabled": True,
@@ -237,10 +236,16 @@ class Settings:
     budget: Budget = field(default_factory=Budget)
     agents: Mapping[str, AgentRole] = field(default_factory=dict)
     repos: Mapping[str, RepoConfig] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict)  # orch's own, read once here
+
+    @property
+    def paths(self) -> Home:
+        """The home's layout (files, folders, locks)."""
+        return Home(self.home)
 
     @property
     def db_path(self) -> Path:
-        return self.home / DB_FILE
+        return self.paths.db_path
 
     def repo(self, name: str) -> RepoConfig:
         from orch.errors import NotFoundError
@@ -373,6 +378,7 @@ class _Builder:
             budget=self.budget(data.get("budget")),
             agents=self.agents(data.get("agents", DEFAULT_AGENTS)),
             repos=self.repos(data.get("repos")),
+            environ=dict(env),
             **values,
         )
 

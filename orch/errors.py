@@ -26,6 +26,10 @@ class RefusedError(OrchError):
     exit_code = 1
 
 
+class IllegalMoveError(RefusedError):
+    """A move the task's state does not allow (the stage machine refuses it)."""
+
+
 class UsageError(OrchError):
     """Wrong options or arguments."""
 

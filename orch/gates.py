@@ -429,7 +429,7 @@ GATES: dict[str, Gate] = {
 }
 
 
-def judge(gate_name: str, ctx: GateContext) -> GateResult:
+def run_gate(gate_name: str, ctx: GateContext) -> GateResult:
     """Run the named gate; an unknown name is a HOLD, never a KeyError."""
     gate = GATES.get(gate_name)
     if gate is None:

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from orch.errors import OrchError
 
@@ -540,3 +540,35 @@ def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch
     except GitError as exc:
         say(f"git failed: {exc}")
         return _blocked(str(exc))
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def repo_problem(repo: Any) -> str | None:
+    """Why a configured repo (a `RepoConfig`, or None when orch.yaml lacks it) can't be
+    used right now (missing path, not git), or None; no git is run (SPEC section 2)."""
+    if repo is None:
+        return "repo is not in orch.yaml"
+    if not repo.path.is_dir():
+        return f"repo unavailable: {repo.path} does not exist"
+    if not is_git_repo(repo.path):
+        return f"repo unavailable: {repo.path} is not a git repository"
+    return None
+
+
+def commit_new_repo(path: Path, files: dict[str, str], message: str,
+                    identity: tuple[tuple[str, str], ...]) -> str:
+    """Make PATH a repository with FILES committed on `main` by IDENTITY (its own config,
+    no hooks, no signing, so any machine can commit); returns the commit."""
+    for name, text in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    _git(path, "init", "-q")
+    _git(path, "symbolic-ref", "HEAD", "refs/heads/main")
+    for key, value in (*identity, ("commit.gpgsign", "false"), ("core.hooksPath", os.devnull)):
+        _git(path, "config", key, value)
+    _git(path, "add", "--all")
+    _git(path, "commit", "-q", "-m", message)
+    return head_commit(path)

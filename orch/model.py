@@ -33,6 +33,20 @@ class Verdict(StrEnum):
     NEEDS_INPUT = "NEEDS_INPUT"
 
 
+class HoldKind(StrEnum):
+    """Why a task is held, as data (the reason text is for people)."""
+
+    ATTEMPTS = "attempts"        # max_attempts used up
+    DEFERS = "defers"            # max_defers (or transient_retries) used up
+    VERDICT = "verdict"          # a gate or runner said HOLD (permanent fault, blocked merge)
+    STAGE_GONE = "stage-gone"    # its stage is no longer in the pipeline
+    BUDGET_TASK = "budget-task"  # the task's cost ceiling: waits for orch retry
+    BUDGET_DAY = "budget-day"    # the day's cost ceiling: lifts itself the next UTC day
+    AUTH = "auth"                # the agent could not authenticate: a person must fix the key
+    LEFTOVER = "leftover"        # a dead run's leftover could not be signalled
+    HOST_GONE = "host-gone"      # the host it was pinned to is dead
+
+
 class RunOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -7,7 +7,6 @@ never stopping the tick.
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 from orch.config import Settings
@@ -21,16 +20,19 @@ def send(settings: Settings, db: Database, payload: dict[str, Any]) -> bool:
     """Deliver one notification; False (and an event) when the hook failed."""
     if not settings.notify:
         return True
+    from orch.procs import run_in_group
+
     problem = None
-    try:
-        result = subprocess.run(list(settings.notify), input=(json.dumps(payload) + "\n").encode(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                timeout=NOTIFY_TIMEOUT_S, check=False)
-        if result.returncode != 0:
-            tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
-            problem = f"exit {result.returncode}" + (f": {tail[0]}" if tail else "")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        problem = str(exc)
+    run = run_in_group(list(settings.notify), cwd=settings.home, env=dict(settings.environ),
+                       timeout_s=NOTIFY_TIMEOUT_S, stdin_text=json.dumps(payload) + "\n",
+                       grace_s=1.0)
+    if run.start_error is not None:
+        problem = run.start_error
+    elif run.timed_out:
+        problem = f"timed out after {NOTIFY_TIMEOUT_S} s"
+    elif run.exit_code != 0:
+        tail = run.stderr_tail.strip().splitlines()[-1:]
+        problem = f"exit {run.exit_code}" + (f": {tail[0]}" if tail else "")
     if problem is None:
         return True
     try:

@@ -1,101 +1,24 @@
-"""The stage machine as data (SPEC section 3).
+"""Loading a pipeline file into the stage machine (SPEC section 3).
 
-A pipeline is an ordered list of stages loaded from YAML and validated against
-the settings. `next_move` maps (stage, verdict, round) to where the task goes;
-it is pure and touches neither files nor the database.
+The file is YAML: an ordered list of stages. Each entry is checked key by
+key against the settings (an unknown runner, gate, role or on_fail target is
+a config error naming the file, the key path and the line), and becomes an
+`orch.machine.Stage` with its effective runner and role: the one place where
+the `test_runner_enabled` flag turns a test-runner stage into the tester agent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orch.config import Settings
 from orch.errors import ConfigError
-from orch.model import DEFAULT_GATE, GATES, RUNNERS, TERMINAL_STAGES, Verdict
+from orch.machine import Pipeline, Stage
+from orch.model import DEFAULT_GATE, GATES, RUNNERS, TERMINAL_STAGES
 from orch.yamlio import KeyPath, dotted, load_yaml_file
 
 STAGE_KEYS = ("name", "runner", "role", "gate", "on_fail", "questions", "deliverables", "command")
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    runner: str
-    gate: str
-    role: str | None = None
-    on_fail: str | None = None
-    questions: bool = False
-    deliverables: tuple[str, ...] = ()
-    command: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "runner": self.runner, "role": self.role,
-                "gate": self.gate, "on_fail": self.on_fail, "questions": self.questions,
-                "deliverables": list(self.deliverables), "command": list(self.command)}
-
-
-@dataclass(frozen=True)
-class Move:
-    """Where a verdict sends a task: a stage (or terminal stage) and its round."""
-
-    stage: str
-    round: int
-    verdict: Verdict
-    same_job: bool  # RETRY / DEFER: the same job row runs again
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    stages: tuple[Stage, ...]
-    source: str
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(stage.name for stage in self.stages)
-
-    @property
-    def first(self) -> Stage:
-        return self.stages[0]
-
-    def get(self, name: str) -> Stage | None:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        return None
-
-    def after(self, name: str) -> str:
-        """The stage after `name`, or `done` after the last."""
-        names = self.names
-        index = names.index(name)
-        return names[index + 1] if index + 1 < len(names) else "done"
-
-    def next_move(self, stage_name: str, verdict: Verdict, round_: int, max_rounds: int) -> Move:
-        """Apply a verdict: PASS forward, FAIL to on_fail (or RETRY without one), else stay."""
-        stage = self.get(stage_name)
-        if stage is None:
-            raise KeyError(stage_name)
-        if verdict is Verdict.PASS:
-            return Move(self.after(stage_name), round_, verdict, same_job=False)
-        if verdict is Verdict.FAIL:
-            if stage.on_fail is None:
-                return Move(stage_name, round_, Verdict.RETRY, same_job=True)
-            if round_ + 1 > max_rounds:
-                return Move("failed", round_ + 1, verdict, same_job=False)
-            return Move(stage.on_fail, round_ + 1, verdict, same_job=False)
-        same = verdict in (Verdict.RETRY, Verdict.DEFER)
-        return Move(stage_name, round_, verdict, same_job=same)
-
-    def to_mermaid(self) -> str:
-        lines = ["stateDiagram-v2", f"    [*] --> {self.first.name}"]
-        for stage in self.stages:
-            lines.append(f"    {stage.name} --> {self.after(stage.name)}: PASS")
-            if stage.on_fail:
-                lines.append(f"    {stage.name} --> {stage.on_fail}: FAIL (round + 1)")
-                lines.append(f"    {stage.name} --> failed: FAIL past max_rounds")
-        lines.append("    done --> [*]")
-        return "\n".join(lines)
 
 
 def default_pipeline_path() -> Path:
@@ -162,8 +85,16 @@ def _stage(raw: Any, path: KeyPath, fail: Any, settings: Settings) -> Stage:
     if gate not in GATES:
         raise fail((*path, "gate"), f"unknown gate {gate!r} (known: {', '.join(GATES)})")
     role = _role(raw, runner, path, fail, settings)
-    return Stage(name=name, runner=runner, gate=gate, role=role, **_stage_lists(raw, runner,
-                                                                                 path, fail))
+    return Stage(name=name, runner=runner, gate=gate, role=role,
+                 job_runner=_job_runner(runner, settings),
+                 **_stage_lists(raw, runner, path, fail))
+
+
+def _job_runner(runner: str, settings: Settings) -> str:
+    """The runner a stage's jobs use: the tester agent when the test-runner is off."""
+    if runner == "test-runner" and not settings.flags.test_runner_enabled:
+        return "agent"
+    return runner
 
 
 def _role(raw: dict, runner: str, path: KeyPath, fail: Any, settings: Settings) -> str | None:

@@ -93,6 +93,25 @@ def self_identity() -> tuple[int, int]:
     return pid, ticks
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a process is, as recorded on the jobs it owns: pid, start ticks, host, boot."""
+
+    pid: int
+    started: int | None
+    host: str
+    boot_id: str
+
+    @staticmethod
+    def here() -> Identity:
+        pid, started = self_identity()
+        return Identity(pid, started, hostname(), boot_id())
+
+    def is_local(self, host: str | None, boot: str | None) -> bool:
+        """Was something recorded with (host, boot) recorded on this machine and boot?"""
+        return host == self.host and boot == self.boot_id
+
+
 def liveness(pid: int | None, started: int | None) -> str:
     """Judge a recorded (pid, start ticks).
 
@@ -128,6 +147,25 @@ def group_members(pgid: int, *, include_zombies: bool = False) -> list[int]:
         if include_zombies or fields[0] not in ("Z", "X"):
             members.append(int(entry))
     return members
+
+
+def groups_with_env(markers: dict[str, str]) -> set[int]:
+    """Process groups of the live processes whose environment holds every KEY=VALUE
+    (only processes we may read: our own user's), never our own group."""
+    wanted = {f"{key}={value}".encode() for key, value in markers.items()}
+    groups: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = set(handle.read().split(b"\0"))
+            if wanted <= environ and not is_zombie(int(entry)):
+                groups.add(os.getpgid(int(entry)))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    groups.discard(os.getpgid(0))  # never our own group, whatever started us
+    return groups
 
 
 def group_alive(pgid: int) -> bool:
@@ -215,12 +253,15 @@ def kill_group(pgid: int, started: int | None, grace_s: float) -> str:
 # --- starting processes -------------------------------------------------------
 
 
-def spawn_detached(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path) -> int:
-    """Start `argv` as the leader of a new session and return its pid at once.
+def spawn_detached(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path,
+                   stdin_text: str | None = None) -> int:
+    """Start `argv` as the leader of a new session and return its pid once it has its input.
 
-    stdin is /dev/null, stdout and stderr are appended to `log_path`, no other
-    descriptor is inherited. The caller never waits: a short-lived tick exits
-    and init collects the child. Raises OSError when it cannot start.
+    stdin is /dev/null, or a pipe that gets `stdin_text` and is closed (the
+    child must read it: a text past the pipe's buffer waits for it); stdout
+    and stderr are appended to `log_path`; no other descriptor is inherited.
+    The caller never waits for the child: a short-lived tick exits and init
+    collects it. Raises OSError when it cannot start (or died before reading).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -228,12 +269,15 @@ def spawn_detached(argv: list[str], *, cwd: Path, env: dict[str, str], log_path:
             argv,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             close_fds=True,
             start_new_session=True,
         )
+    if stdin_text is not None and proc.stdin is not None:
+        with proc.stdin:
+            proc.stdin.write(stdin_text.encode("utf-8"))
     return proc.pid
 
 
@@ -464,3 +508,86 @@ def _finish(proc: subprocess.Popen[bytes], out: _Output, feeder: threading.Threa
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+# --- a child in our own group (the supervisor's agent) ---------------------------------
+
+
+class GroupChild:
+    """A process started in the caller's own process group (the supervisor is the session
+    leader and the agent stays in its group), its stdout copied to our stdout (the run's
+    log) as it comes and kept for parsing; stderr goes straight to the log."""
+
+    def __init__(self, argv: list[str], *, cwd: str, env: dict[str, str],
+                 stdin_text: str | None) -> None:
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env,
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=None)
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+        if stdin_text is not None and self.proc.stdin is not None:
+            threading.Thread(target=_feed_stdin, args=(self.proc.stdin, stdin_text),
+                             daemon=True).start()
+
+    def _pump(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        out = os.fdopen(os.dup(1), "wb", buffering=0)
+        for block in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
+            self._chunks.append(block)
+            try:
+                out.write(block)
+            except OSError:
+                pass
+        out.close()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def finish(self) -> tuple[int | None, str]:
+        """Wait for the child, kill what is left of our group, return (exit, stdout)."""
+        self.proc.wait()
+        kill_own_group_members()
+        self.proc.poll()
+        self._reader.join(timeout=5)
+        return self.proc.returncode, b"".join(self._chunks).decode("utf-8", "replace")
+
+
+def terminate_own_group(grace_s: float, *, poll: Callable[[], object] | None = None) -> None:
+    """SIGTERM our own process group (ignoring it ourselves), wait up to `grace_s` for the
+    others to go, then SIGKILL every other member."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(0, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _others_in_own_group():
+            if poll is not None:
+                poll()
+            time.sleep(_POLL_S)
+        kill_own_group_members()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _others_in_own_group() -> bool:
+    me = os.getpid()
+    return any(pid != me for pid in group_members(os.getpgid(0)))
+
+
+def kill_own_group_members() -> None:
+    """SIGKILL whatever else is left in our group (background grandchildren)."""
+    me = os.getpid()
+    for pid in group_members(os.getpgid(0)):
+        if pid != me:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def own_group() -> tuple[int, int | None]:
+    """(pgid, its leader's start ticks) of the caller's process group."""
+    pgid = os.getpgid(0)
+    return pgid, start_ticks(pgid)

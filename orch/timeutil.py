@@ -25,3 +25,28 @@ def age_s(text: str | None, now: datetime | None = None) -> float | None:
         return None
     current = now or datetime.now(UTC)
     return max(0.0, (current - parse_iso(text)).total_seconds())
+
+
+def later(seconds: float) -> str:
+    """The UTC time `seconds` from now, stored form."""
+    from datetime import timedelta
+
+    return to_iso(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def utc_day_start() -> str:
+    """00:00 UTC today, stored form (the day budget counts from here)."""
+    now = datetime.now(UTC)
+    return to_iso(now.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def epoch_of(stamp: str) -> float:
+    """A stored timestamp as epoch seconds."""
+    return parse_iso(stamp).timestamp()
+
+
+def monotonic() -> float:
+    """The monotonic clock (heartbeat_mono): immune to clock steps and DST."""
+    import time
+
+    return time.monotonic()

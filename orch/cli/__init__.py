@@ -54,9 +54,9 @@ def root(
 
 
 def _register() -> None:
-    from orch.cli import admin, inspect, maint, ops, runners, tasks
+    from orch.cli import admin, inspection, maint, ops, runners, tasks
 
-    for module in (admin, tasks, ops, inspect, runners, maint):
+    for module in (admin, tasks, ops, inspection, runners, maint):
         module.register(app)
 
 

@@ -20,7 +20,7 @@ def init(
 
     Example: orch --home ~/orch init --repo app=~/src/app
     """
-    from orch.engine.home import init_home
+    from orch.engine.commands.init import init_home
 
     obj: AppContext = ctx.obj
     result = init_home(obj.home, repo or [])

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orch.config import Settings
-    from orch.pipeline import Pipeline
+    from orch.machine import Pipeline
     from orch.state.db import Database
 
-# Parsed orch.yaml and pipeline file, reused while they are unchanged (orch.yamlio).
-YAML_CACHE_FILE = ".yaml-cache.json"
+from orch.home import YAML_CACHE_FILE  # parsed orch.yaml and pipeline file (orch.yamlio)
 
 
 @dataclass
@@ -58,7 +57,7 @@ class AppContext:
     @property
     def db(self) -> Database:
         if "db" not in self._cache:
-            from orch.engine.home import open_state
+            from orch.engine.commands.init import open_state
 
             self._cache["db"] = open_state(self.settings)
         return self._cache["db"]

@@ -22,7 +22,7 @@ def metrics(
 
     Example: orch metrics --output /var/lib/node_exporter/textfile/orch.prom
     """
-    from orch.engine.metrics import collect, render, write_textfile
+    from orch.engine.commands.metrics import collect, render, write_textfile
 
     obj: AppContext = ctx.obj
     text = render(collect(obj.db, stages=tuple(obj.pipeline.names)))
@@ -54,7 +54,7 @@ def gc(
     for some task (the others are still collected).
     Example: orch gc --dry-run --older-than 30
     """
-    from orch.engine.gc import run_gc
+    from orch.engine.commands.gc import run_gc
 
     obj: AppContext = ctx.obj
     report = run_gc(obj.settings, obj.db, older_than_days=older_than, force=force,
@@ -85,7 +85,7 @@ def snapshot(
 
     Example: orch snapshot /tmp/orch-state.tar.gz
     """
-    from orch.engine.snapshot import make_snapshot
+    from orch.engine.commands.snapshot import make_snapshot
 
     obj: AppContext = ctx.obj
     result = make_snapshot(obj.settings, obj.db, file, force=force)

@@ -33,7 +33,7 @@ def pause(
 
     Example: orch pause 42 43 --reason "waiting for the API freeze"
     """
-    from orch.engine import actions
+    from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.pause(obj.db, i, reason)))
@@ -44,7 +44,7 @@ def resume(ctx: typer.Context, ids: IDS) -> None:
 
     Example: orch resume 42
     """
-    from orch.engine import actions
+    from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.resume(obj.db, i)))
@@ -55,7 +55,7 @@ def retry(ctx: typer.Context, ids: IDS) -> None:
 
     Example: orch retry 42
     """
-    from orch.engine import actions
+    from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.retry(obj.db, i)))
@@ -66,14 +66,14 @@ def cancel(ctx: typer.Context, ids: IDS) -> None:
 
     Example: orch cancel 42
     """
-    from orch.engine import actions
+    from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.cancel(obj.settings, obj.db, i)))
 
 
 def _freeze(ctx: typer.Context, repos: list[str] | None, every: bool, frozen: bool) -> None:
-    from orch.engine import actions
+    from orch.engine.commands import actions
     from orch.errors import UsageError
 
     obj: AppContext = ctx.obj
@@ -116,7 +116,7 @@ def approve(ctx: typer.Context, ids: IDS) -> None:
 
     Example: orch approve 42
     """
-    from orch.engine import actions
+    from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.approve_or_reject(
@@ -131,7 +131,7 @@ def reject(
 
     Example: orch reject 42 --reason "the API must stay backwards compatible"
     """
-    from orch.engine import actions
+    from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.approve_or_reject(
@@ -174,14 +174,28 @@ def supervise(
     job: Annotated[int, typer.Option("--job", help="Job id.")],
     run: Annotated[int, typer.Option("--run", help="Run id.")],
 ) -> None:
-    """Internal: supervise one agent run (started by orch tick).
+    """Internal: supervise one agent run (started by orch tick with its plan on stdin).
 
     Example: orch supervise --job 7 --run 12
     """
-    from orch.supervisor import supervise as run_supervisor
+    import sys
 
-    obj: AppContext = ctx.obj
-    raise typer.Exit(run_supervisor(obj.settings, obj.db, job, run))
+    from orch.engine.run.plan import AgentPlan
+    from orch.engine.run.supervisor import supervise as run_supervisor
+    from orch.errors import UsageError
+    from orch.state import connect
+
+    try:
+        plan = AgentPlan.from_json(sys.stdin.read())
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"orch supervise reads its plan from the tick on stdin: {exc}") from exc
+    if (plan.job_id, plan.run_id) != (job, run):
+        raise UsageError(f"the plan on stdin is for job {plan.job_id} run {plan.run_id}")
+    db = connect(plan.state)
+    try:
+        raise typer.Exit(run_supervisor(db, plan))
+    finally:
+        db.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ def test_run(
 
     Example: orch test-run . --target tests/unit --timeout 600 --report test-report.md
     """
-    from orch.engine.testrun import TestRunRequest, run_test_run
+    from orch.engine.commands.testrun import TestRunRequest, run_test_run
 
     obj: AppContext = ctx.obj
     result = run_test_run(obj.settings, TestRunRequest(path=path, target=target,
@@ -68,7 +68,7 @@ def doctor(
 
     Example: orch --home ~/orch doctor
     """
-    from orch.engine.doctor import run_doctor
+    from orch.engine.commands.doctor import run_doctor
 
     obj: AppContext = ctx.obj
     report = run_doctor(obj.home)
@@ -97,7 +97,7 @@ def demo(
     Example: orch --home /tmp/orch-demo demo
     """
     from orch.cli.render import demo_step, demo_summary, task_detail
-    from orch.demo.run import run_demo
+    from orch.engine.commands.demo import run_demo
 
     obj: AppContext = ctx.obj
     result = run_demo(obj.home_option, keep=keep, progress=demo_step)

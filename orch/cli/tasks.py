@@ -25,7 +25,7 @@ def add(
 
     Example: orch task add --repo app --title "Add a health endpoint" --priority 5
     """
-    from orch.engine.tasks import NewTask, add_task
+    from orch.engine.commands.tasks import NewTask, add_task
     from orch.errors import UsageError
 
     if body is not None and body_file is not None:
@@ -42,9 +42,9 @@ def add(
     if as_json:
         from orch.cli.render import emit_json
 
-        emit_json(task)
+        emit_json(task.as_dict())
     else:
-        print(task["id"])
+        print(task.id)
 
 
 @task_app.command("import")
@@ -58,7 +58,7 @@ def import_(
     Each record has repo and title, and optionally body and priority.
     Example: orch task import backlog.yaml
     """
-    from orch.engine.tasks import import_tasks
+    from orch.engine.commands.tasks import import_tasks
 
     obj = ctx.obj
     first_stage = obj.pipeline.first.name  # a bad config or pipeline stops us before the db
@@ -82,12 +82,12 @@ def list_(
 
     Example: orch task list --repo app --json
     """
-    from orch.engine.tasks import list_tasks
+    from orch.engine.commands.tasks import list_tasks
 
     obj = ctx.obj
     if repo is not None:
         obj.settings.repo(repo)
-    rows = list_tasks(obj.db, include_closed=show_all, repo=repo)
+    rows = [task.as_dict() for task in list_tasks(obj.db, include_closed=show_all, repo=repo)]
     if as_json:
         from orch.cli.render import emit_json
 
@@ -109,7 +109,7 @@ def show(
 
     Example: orch task show 42
     """
-    from orch.engine.tasks import task_detail
+    from orch.engine.commands.tasks import task_detail
 
     obj = ctx.obj
     detail = task_detail(obj.settings, obj.db, task_id)

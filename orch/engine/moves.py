@@ -1,297 +1,247 @@
-"""Applying a verdict: the task moves, the job is judged, in one transaction (SPEC section 3).
+"""Carrying out Moves: the one place a verdict changes state (SPEC section 3).
 
-`apply_verdict` is the single place where a verdict changes state. The tick's
-advance phase, the reaper's hold, inline runners and `orch approve/reject`
+The stage machine (`orch.machine`) decides where a verdict sends a task;
+this module writes it: the job judged once, the task moved, the next job
+enqueued, the events and the notifications, in the caller's transaction.
+The advance phase, the reaper, the inline runners and `orch approve/reject`
 all come through here, so a verdict means the same thing wherever it comes
-from. Notifications are collected and sent by the caller after the commit.
+from. Notifications are collected on the Engine and sent after the commit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import replace
 
-from orch.config import Settings
-from orch.model import Verdict
-from orch.pipeline import Pipeline, Stage
-from orch.state import counters, events, tasks
-from orch.state import jobs as jobs_state
-from orch.state.db import Database
-from orch.timeutil import now_iso
+from orch import machine
+from orch.engine.context import Engine
+from orch.machine import Move, MoveKind, Position
+from orch.model import HoldKind, JobStatus, TaskState, Verdict
+from orch.state import counters, events, jobs, runs, tasks
+from orch.state.records import Job, Task
+from orch.timeutil import later, now_iso
 
 MAX_BACKOFF_S = 3600
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-@dataclass
-class Engine:
-    """What every phase needs: settings, pipeline, database, and what happened so far."""
-
-    settings: Settings
-    pipeline: Pipeline
-    db: Database
-    dry_run: bool = False
-    started_at: str = field(default_factory=now_iso)
-    advanced: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[dict[str, Any]] = field(default_factory=list)
-
-
-def job_runner(settings: Settings, stage: Stage) -> str:
-    """The runner a stage's job uses (the tester agent when the test-runner is off)."""
-    if stage.runner == "test-runner" and not settings.flags.test_runner_enabled:
-        return "agent"
-    return stage.runner
-
-
-def stage_role(settings: Settings, stage: Stage) -> str | None:
-    if stage.runner == "test-runner" and not settings.flags.test_runner_enabled:
-        return stage.role or "tester"
-    return stage.role
-
-
-def defer_limit(settings: Settings, stage: Stage | None, repo: str) -> int:
-    """max_defers, or the staging stage's transient_retries."""
-    repo_cfg = settings.repos.get(repo)
-    if stage is not None and stage.runner == "staging-runner" and repo_cfg is not None \
-            and repo_cfg.staging is not None:
-        return repo_cfg.staging.transient_retries
-    return settings.max_defers
-
-
-def backoff_s(settings: Settings, defers: int) -> int:
+def backoff_s(retry_backoff_s: int, defers: int) -> int:
     """retry_backoff_s doubling per DEFER (defers counts this one), at most an hour."""
-    if settings.retry_backoff_s == 0:
+    if retry_backoff_s == 0:
         return 0
-    return min(MAX_BACKOFF_S, settings.retry_backoff_s * 2 ** max(0, defers - 1))
-
-
-def note(engine: Engine, kind: str, task: dict[str, Any], reason: str) -> None:
-    """Queue a notification (sent after the commit)."""
-    fresh = tasks.get(engine.db, task["id"]) or task
-    engine.notes.append({"event": kind, "task": task["id"], "repo": task["repo"],
-                         "title": task["title"], "stage": fresh["stage"],
-                         "state": fresh["state"], "reason": reason, "at": now_iso()})
-
-
-def apply_verdict(engine: Engine, job: dict[str, Any], verdict: Verdict, reason: str
-                  ) -> bool:
-    """Judge a finished job once and move its task; False when it was judged already."""
-    db = engine.db
-    with db.transaction():
-        fresh = jobs_state.get(db, job["id"])
-        if fresh is None or fresh["judged"] or fresh["status"] not in (
-                "succeeded", "failed", "cancelled") or fresh["run_id"] != job["run_id"]:
-            return False  # judged already, or the verdict was decided for an older run
-        task = tasks.get(db, fresh["task_id"])
-        assert task is not None
-        if task["state"] == "closed":
-            jobs_state.judge(db, fresh["id"], verdict.value)
-            return True
-        _apply(engine, task, fresh, verdict, reason)
-    return True
-
-
-def _apply(engine: Engine, task: dict[str, Any], job: dict[str, Any], verdict: Verdict,
-           reason: str) -> None:
-    stage = engine.pipeline.get(job["stage"])
-    if stage is None:
-        hold(engine, task, job, f"stage {job['stage']!r} is no longer in the pipeline")
-        return
-    if verdict is Verdict.FAIL and stage.on_fail is None:
-        verdict, reason = Verdict.RETRY, f"{reason} (no on_fail: retried)"
-    if verdict is Verdict.PASS:
-        jobs_state.judge(engine.db, job["id"], verdict.value)
-        _entry(engine, task, job["stage"], engine.pipeline.after(job["stage"]), "PASS")
-        events.record(engine.db, "passed", f"{job['stage']}: {reason}", task_id=task["id"],
-                      job_id=job["id"])
-        enter_stage(engine, task, engine.pipeline.after(job["stage"]), task["round"])
-    elif verdict is Verdict.FAIL:
-        _fail(engine, task, job, stage, reason)
-    elif verdict is Verdict.RETRY:
-        retry_job(engine, task, job, reason)
-    elif verdict is Verdict.DEFER:
-        defer_job(engine, task, job, stage, reason)
-    elif verdict is Verdict.HOLD:
-        hold(engine, task, job, reason)
-    else:
-        needs_input(engine, task, job, reason)
-
-
-def _entry(engine: Engine, task: dict[str, Any], from_: str, to: str, verdict: str) -> None:
-    engine.advanced.append({"task": task["id"], "from": from_, "to": to, "verdict": verdict})
-
-
-def _fail(engine: Engine, task: dict[str, Any], job: dict[str, Any], stage: Stage,
-          reason: str) -> None:
-    move = engine.pipeline.next_move(stage.name, Verdict.FAIL, task["round"],
-                                     engine.settings.max_rounds)
-    jobs_state.judge(engine.db, job["id"], Verdict.FAIL.value)
-    _entry(engine, task, stage.name, move.stage, "FAIL")
-    events.record(engine.db, "failed-gate", f"{stage.name}: {reason}", task_id=task["id"],
-                  job_id=job["id"])
-    if move.stage == "failed":
-        tasks.update(engine.db, task["id"], stage="failed", state="closed", admitted=0,
-                     round=move.round)
-        counters.bump(engine.db, "tasks_failed_total")
-        events.record(engine.db, "closed",
-                      f"failed: round {move.round} would exceed max_rounds "
-                      f"{engine.settings.max_rounds}", task_id=task["id"])
-        note(engine, "failed", task, reason)
-        return
-    tasks.update(engine.db, task["id"], round=move.round)
-    enter_stage(engine, {**task, "round": move.round}, move.stage, move.round)
-
-
-def enter_stage(engine: Engine, task: dict[str, Any], name: str, round_: int) -> None:
-    """Put a task at a stage: done, a skipped stage, a human stage, or a new job."""
-    db = engine.db
-    while True:
-        if name == "done":
-            tasks.update(db, task["id"], stage="done", state="closed", admitted=0)
-            counters.bump(db, "tasks_done_total")
-            events.record(db, "closed", "done", task_id=task["id"])
-            note(engine, "done", task, "done")
-            return
-        stage = engine.pipeline.get(name)
-        assert stage is not None
-        repo = engine.settings.repos.get(task["repo"])
-        if stage.runner == "staging-runner" and (repo is None or repo.staging is None):
-            following = engine.pipeline.after(name)
-            _entry(engine, task, name, following, "SKIP")
-            events.record(db, "skipped", f"{name}: repo {task['repo']} has no staging section",
-                          task_id=task["id"])
-            name = following
-            continue
-        break
-    tasks.update(db, task["id"], stage=name)
-    events.record(db, "stage", f"-> {name} (round {round_})", task_id=task["id"])
-    if stage.runner == "human":
-        tasks.update(db, task["id"], state="needs_input")
-        events.record(db, "needs_input", f"{name}: waiting for orch approve / orch reject",
-                      task_id=task["id"])
-        note(engine, "needs_input", task, f"approve or reject stage {name}")
-        return
-    current = tasks.get(db, task["id"])
-    if current is not None and current["paused_at"] is None and current["state"] == "active" \
-            and current["admitted"]:
-        job_id = jobs_state.enqueue(db, task["id"], name, job_runner(engine.settings, stage))
-        events.record(db, "enqueued", f"job {job_id} for {name}", task_id=task["id"],
-                      job_id=job_id)
-
-
-def retry_job(engine: Engine, task: dict[str, Any], job: dict[str, Any], reason: str) -> None:
-    """The same job again as a new attempt, or a hold after max_attempts."""
-    attempt = job["attempt"] + 1
-    if attempt > engine.settings.max_attempts:
-        hold(engine, task, job, f"attempts used up ({job['attempt']} of "
-             f"{engine.settings.max_attempts}): {reason}")
-        return
-    jobs_state.requeue(engine.db, job["id"], expect_status=job["status"],
-                       expect_run_id=job["run_id"], attempt=attempt, defers=job["defers"],
-                       not_before=later_or_now(engine.settings.retry_backoff_s), verdict="RETRY")
-    _entry(engine, task, job["stage"], job["stage"], "RETRY")
-    events.record(engine.db, "retry", f"attempt {attempt}: {reason}", task_id=task["id"],
-                  job_id=job["id"])
-
-
-def defer_job(engine: Engine, task: dict[str, Any], job: dict[str, Any], stage: Stage,
-              reason: str) -> None:
-    """Run the same job later (backoff doubling), or hold past the defer bound."""
-    defers = job["defers"] + 1
-    limit = defer_limit(engine.settings, stage, task["repo"])
-    if job["run_id"]:
-        jobs_state.set_run_fields(engine.db, job["run_id"], outcome="deferred")
-    if defers > limit:
-        hold(engine, task, job, f"defers used up ({job['defers']} of {limit}): {reason}")
-        return
-    wait = backoff_s(engine.settings, defers)
-    jobs_state.requeue(engine.db, job["id"], expect_status=job["status"],
-                       expect_run_id=job["run_id"], attempt=job["attempt"], defers=defers,
-                       not_before=later_or_now(wait), verdict="DEFER")
-    _entry(engine, task, job["stage"], job["stage"], "DEFER")
-    events.record(engine.db, "deferred", f"defer {defers} of {limit}, next try in {wait} s: "
-                  f"{reason}", task_id=task["id"], job_id=job["id"])
-
-
-def hold(engine: Engine, task: dict[str, Any], job: dict[str, Any] | None, reason: str) -> None:
-    """The task waits for `orch retry`; its job is judged HOLD."""
-    db = engine.db
-    if job is not None:
-        if job["status"] in ("queued", "running"):
-            jobs_state.close(db, job["id"], status="failed", verdict="HOLD",
-                             expect_status=(job["status"],), error=reason)
-        else:
-            jobs_state.judge(db, job["id"], "HOLD")
-    tasks.update(db, task["id"], state="held", hold_reason=reason)
-    stage = job["stage"] if job is not None else task["stage"]
-    _entry(engine, task, stage, stage, "HOLD")
-    events.record(db, "held", reason, task_id=task["id"], job_id=job["id"] if job else None)
-    note(engine, "hold", task, reason)
-
-
-def needs_input(engine: Engine, task: dict[str, Any], job: dict[str, Any], reason: str) -> None:
-    """A person must answer; with autopause the task is parked and its slot freed."""
-    db = engine.db
-    jobs_state.judge(db, job["id"], "NEEDS_INPUT")
-    changes: dict[str, Any] = {"state": "needs_input"}
-    if engine.settings.flags.analyst_needs_input_autopause_enabled:
-        changes.update(paused_at=now_iso(), pause_reason="needs-input", admitted=0)
-    tasks.update(db, task["id"], **changes)
-    _entry(engine, task, job["stage"], job["stage"], "NEEDS_INPUT")
-    events.record(db, "needs_input", reason, task_id=task["id"], job_id=job["id"])
-    if "paused_at" in changes:
-        events.record(db, "paused", "needs-input (slot released)", task_id=task["id"])
-    note(engine, "needs_input", task, reason)
+    return min(MAX_BACKOFF_S, retry_backoff_s * 2 ** max(0, defers - 1))
 
 
 def later_or_now(seconds: float) -> str:
     """An ISO time `seconds` from now. Even 0 is "now", not NULL: the claim only takes
     jobs whose not_before is at or before the tick's start, so a job requeued in this
     tick runs at the next tick, never twice in one."""
-    from orch.engine.common import later
-
     return later(max(0.0, seconds))
 
 
-def apply_human(engine: Engine, task: dict[str, Any], approve: bool, reason: str) -> str:
+def plan_move(engine: Engine, task: Task, job: Job, verdict: Verdict) -> Move:
+    """What the stage machine says a verdict on this job does to its task."""
+    stage = engine.pipeline.get(job.stage)
+    return machine.next_move(engine.pipeline, Position(job.stage, task.round, job.attempt,
+                                                       job.defers),
+                             verdict, engine.limits(stage, task.repo),
+                             engine.skipped_stages(task.repo))
+
+
+def apply_verdict(engine: Engine, job: Job, verdict: Verdict, reason: str) -> bool:
+    """Judge a finished job once and move its task; False when it was judged already."""
+    db = engine.db
+    with db.transaction():
+        fresh = jobs.get(db, job.id)
+        if fresh is None or fresh.judged or fresh.status not in FINISHED \
+                or fresh.run_id != job.run_id:
+            return False  # judged already, or the verdict was decided for an older run
+        task = tasks.get(db, fresh.task_id)
+        assert task is not None
+        if task.closed:
+            jobs.record_verdict(db, fresh.id, verdict)
+            return True
+        carry_out(engine, task, fresh, plan_move(engine, task, fresh, verdict), reason)
+    return True
+
+
+def carry_out(engine: Engine, task: Task, job: Job | None, move: Move, reason: str) -> None:
+    """Write one Move: inside the caller's transaction."""
+    machine.check_move(task.id, task.state, move)
+    if move.aside:
+        reason = f"{reason} ({move.aside})"
+    if move.kind is MoveKind.RETRY:
+        assert job is not None
+        _retry(engine, task, job, move, reason)
+    elif move.kind is MoveKind.DEFER:
+        assert job is not None
+        _defer(engine, task, job, move, reason)
+    elif move.kind is MoveKind.HOLD:
+        _hold_move(engine, task, job, move, reason)
+    elif move.kind is MoveKind.NEEDS_INPUT:
+        assert job is not None
+        needs_input(engine, task, job, reason)
+    else:
+        _advance(engine, task, job, move, reason)
+
+
+def _hold_move(engine: Engine, task: Task, job: Job | None, move: Move, reason: str) -> None:
+    kind = move.hold_kind or HoldKind.VERDICT
+    if kind is HoldKind.DEFERS and job is not None and job.run_id:
+        runs.set_fields(engine.db, job.run_id, outcome="deferred")
+    if kind is HoldKind.STAGE_GONE or not reason:
+        text = move.note
+    else:
+        text = f"{move.note}: {reason}" if move.note else reason
+    hold(engine, task, job, text, kind)
+
+
+def _entry(engine: Engine, task_id: int, from_: str, to: str, verdict: str) -> None:
+    engine.advanced.append({"task": task_id, "from": from_, "to": to, "verdict": verdict})
+
+
+def _advance(engine: Engine, task: Task, job: Job | None, move: Move, reason: str) -> None:
+    """PASS or FAIL: the job is judged, the task goes to its next stage (or closes)."""
+    from_ = job.stage if job is not None else task.stage
+    if job is not None:
+        jobs.record_verdict(engine.db, job.id, move.verdict)
+        kind = "passed" if move.verdict is Verdict.PASS else "failed-gate"
+        events.record(engine.db, kind, f"{from_}: {reason}", task_id=task.id, job_id=job.id)
+    first = move.skipped[0] if move.skipped else move.stage
+    _entry(engine, task.id, from_, first, move.verdict.value)
+    if move.round != task.round:
+        tasks.update(engine.db, task.id, round=move.round)
+        task = replace(task, round=move.round)
+    arrive(engine, task, move, reason)
+
+
+def arrive(engine: Engine, task: Task, move: Move, reason: str = "") -> None:
+    """The task reaches the stage a move names: skipped stages passed over, done,
+    failed, a human wait, or a new job."""
+    db = engine.db
+    for index, name in enumerate(move.skipped):
+        following = move.skipped[index + 1] if index + 1 < len(move.skipped) else move.stage
+        _entry(engine, task.id, name, following, "SKIP")
+        events.record(db, "skipped", f"{name}: repo {task.repo} has no staging section",
+                      task_id=task.id)
+    if move.kind is MoveKind.DONE:
+        close(engine, task, machine.DONE, "done", "done")
+    elif move.kind is MoveKind.FAILED:
+        close(engine, task, machine.FAILED, f"failed: {move.note}", reason)
+    elif move.kind is MoveKind.HOLD:
+        _hold_move(engine, task, None, move, "")
+    else:
+        tasks.update(db, task.id, stage=move.stage)
+        events.record(db, "stage", f"-> {move.stage} (round {move.round})", task_id=task.id)
+        settle_at_stage(engine, replace(task, stage=move.stage), move.kind)
+
+
+def settle_at_stage(engine: Engine, task: Task, kind: MoveKind) -> int | None:
+    """A task at its stage: a human stage waits for a person; otherwise an admitted,
+    unpaused, active task gets its job. Returns the new job's id, if any."""
+    db = engine.db
+    if kind is MoveKind.WAIT_HUMAN:
+        tasks.update(db, task.id, state=TaskState.NEEDS_INPUT)
+        events.record(db, "needs_input", f"{task.stage}: waiting for orch approve / "
+                      "orch reject", task_id=task.id)
+        engine.note("needs_input", task, f"approve or reject stage {task.stage}")
+        return None
+    current = tasks.get(db, task.id)
+    if current is None or current.paused or current.state != TaskState.ACTIVE \
+            or not current.admitted:
+        return None
+    stage = engine.pipeline.get(task.stage)
+    assert stage is not None
+    job_id = jobs.enqueue(db, task.id, stage.name, stage.job_runner or stage.runner)
+    events.record(db, "enqueued", f"job {job_id} for {stage.name}", task_id=task.id,
+                  job_id=job_id)
+    return job_id
+
+
+def close(engine: Engine, task: Task, stage: str, detail: str, reason: str) -> None:
+    """Close a task at a terminal stage (done or failed), with its counter and note."""
+    db = engine.db
+    tasks.update(db, task.id, stage=stage, state=TaskState.CLOSED, admitted=False)
+    counters.bump(db, f"tasks_{stage}_total")
+    events.record(db, "closed", detail, task_id=task.id)
+    engine.note(stage, task, reason)
+
+
+def _retry(engine: Engine, task: Task, job: Job, move: Move, reason: str) -> None:
+    """The same job again as a new attempt."""
+    jobs.requeue(engine.db, job.id, expect_status=job.status, expect_run_id=job.run_id,
+                 attempt=move.attempt, defers=job.defers,
+                 not_before=later_or_now(engine.settings.retry_backoff_s), verdict="RETRY")
+    _entry(engine, task.id, job.stage, job.stage, "RETRY")
+    events.record(engine.db, "retry", f"attempt {move.attempt}: {reason}", task_id=task.id,
+                  job_id=job.id)
+
+
+def _defer(engine: Engine, task: Task, job: Job, move: Move, reason: str) -> None:
+    """Run the same job later, the backoff doubling per DEFER."""
+    limit = engine.limits(engine.pipeline.get(job.stage), task.repo).max_defers
+    if job.run_id:
+        runs.set_fields(engine.db, job.run_id, outcome="deferred")
+    wait = backoff_s(engine.settings.retry_backoff_s, move.defers)
+    jobs.requeue(engine.db, job.id, expect_status=job.status, expect_run_id=job.run_id,
+                 attempt=job.attempt, defers=move.defers, not_before=later_or_now(wait),
+                 verdict="DEFER")
+    _entry(engine, task.id, job.stage, job.stage, "DEFER")
+    events.record(engine.db, "deferred", f"defer {move.defers} of {limit}, next try in "
+                  f"{wait} s: {reason}", task_id=task.id, job_id=job.id)
+
+
+def hold(engine: Engine, task: Task, job: Job | None, reason: str, kind: HoldKind) -> None:
+    """The task waits for `orch retry` (a day-budget hold lifts itself); its job is
+    judged HOLD. The hold's kind is stored as data beside the reason for people."""
+    db = engine.db
+    if job is not None:
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            jobs.close(db, job.id, status=JobStatus.FAILED, verdict="HOLD",
+                       expect_status=(job.status,), error=reason)
+        else:
+            jobs.record_verdict(db, job.id, Verdict.HOLD)
+    tasks.update(db, task.id, state=TaskState.HELD, hold_reason=reason, hold_kind=kind)
+    stage = job.stage if job is not None else task.stage
+    _entry(engine, task.id, stage, stage, "HOLD")
+    events.record(db, "held", reason, task_id=task.id, job_id=job.id if job else None)
+    engine.note("hold", task, reason)
+
+
+def needs_input(engine: Engine, task: Task, job: Job, reason: str) -> None:
+    """A person must answer; with autopause the task is parked and its slot freed."""
+    db = engine.db
+    jobs.record_verdict(db, job.id, Verdict.NEEDS_INPUT)
+    autopause = engine.settings.flags.analyst_needs_input_autopause_enabled
+    if autopause:
+        tasks.update(db, task.id, state=TaskState.NEEDS_INPUT, paused_at=now_iso(),
+                     pause_reason="needs-input", admitted=False)
+    else:
+        tasks.update(db, task.id, state=TaskState.NEEDS_INPUT)
+    _entry(engine, task.id, job.stage, job.stage, "NEEDS_INPUT")
+    events.record(db, "needs_input", reason, task_id=task.id, job_id=job.id)
+    if autopause:
+        events.record(db, "paused", "needs-input (slot released)", task_id=task.id)
+    engine.note("needs_input", task, reason)
+
+
+def answer_human(engine: Engine, task: Task, approve: bool, reason: str) -> str:
     """`orch approve` (PASS) or `orch reject` (FAIL to on_fail) at a human stage."""
     db = engine.db
-    stage = engine.pipeline.get(task["stage"])
+    stage = engine.pipeline.get(task.stage)
     assert stage is not None
-    kind = "approved" if approve else "rejected"
-    events.record(db, kind, reason, task_id=task["id"])
-    state = "active" if task["admitted"] else "waiting"  # no slot: wait for one first
-    tasks.update(db, task["id"], state=state)
-    task = {**task, "state": state}
-    if approve:
-        _entry(engine, task, stage.name, engine.pipeline.after(stage.name), "PASS")
-        enter_stage(engine, task, engine.pipeline.after(stage.name), task["round"])
-        return f"approved {stage.name}"
-    if stage.on_fail is None:
-        tasks.update(db, task["id"], state="needs_input")
+    events.record(db, "approved" if approve else "rejected", reason, task_id=task.id)
+    state = TaskState.ACTIVE if task.admitted else TaskState.WAITING  # no slot: wait first
+    tasks.update(db, task.id, state=state)
+    task = replace(task, state=state)
+    if not approve and stage.on_fail is None:
+        tasks.update(db, task.id, state=TaskState.NEEDS_INPUT)
         return f"rejected {stage.name} (no on_fail: it waits for approval again)"
-    move = engine.pipeline.next_move(stage.name, Verdict.FAIL, task["round"],
-                                     engine.settings.max_rounds)
-    _entry(engine, task, stage.name, move.stage, "FAIL")
-    if move.stage == "failed":
-        tasks.update(db, task["id"], stage="failed", state="closed", admitted=0,
-                     round=move.round)
-        counters.bump(db, "tasks_failed_total")
-        events.record(db, "closed", f"failed: round {move.round} would exceed max_rounds",
-                      task_id=task["id"])
-        note(engine, "failed", task, reason)
+    verdict = Verdict.PASS if approve else Verdict.FAIL
+    move = machine.next_move(engine.pipeline, Position(stage.name, task.round), verdict,
+                             engine.limits(stage, task.repo), engine.skipped_stages(task.repo))
+    _advance(engine, task, None, move, reason)
+    if approve:
+        return f"approved {stage.name}"
+    if move.kind is MoveKind.FAILED:
         return "rejected: the task failed (max_rounds)"
-    tasks.update(db, task["id"], round=move.round)
-    enter_stage(engine, {**task, "round": move.round}, move.stage, move.round)
     return f"rejected {stage.name}: back to {move.stage} (round {move.round})"
-
-
-def record_error(engine: Engine, errors: list[dict[str, Any]], task_id: int | None,
-                 job_id: int | None, exc: BaseException) -> None:
-    """An error of one task or job: an event (when possible) and an entry in `errors`."""
-    text = f"{type(exc).__name__}: {exc}"
-    errors.append({"task": task_id, "job": job_id, "error": text})
-    try:
-        with engine.db.transaction():
-            events.record(engine.db, "error", text[:2000], task_id=task_id, job_id=job_id)
-    except Exception:
-        pass  # the database itself is failing; the errors list still carries it

@@ -8,7 +8,7 @@ group that is killed when the command ends or times out.
 The front matter of `13-test-report.md`:
 
 - `result`: PASS, FAIL or DEFER; `status`: passed, failed or deferred, always
-  the same judgement as `result`;
+  the same verdict as `result`;
 - `exit_code`: the test command's return code as Popen reports it (negative N:
   killed by signal N, e.g. at a timeout), or null when it could not start. A
   smoke failure keeps the test command's exit code (0): `reason` says why the
@@ -94,7 +94,7 @@ class TestCounts:
 
 
 @dataclass(frozen=True)
-class _Judgement:
+class _Verdict:
     verdict: Verdict
     reason: str
 
@@ -180,27 +180,27 @@ def _describe_case(case: ET.Element, problem: ET.Element | None) -> str:
 # --- mapping --------------------------------------------------------------------
 
 
-def judge_pytest(run: GroupRun) -> _Judgement:
+def pytest_verdict(run: GroupRun) -> _Verdict:
     """SPEC section 8 for pytest: 0 PASS; 1 tests-failed; 5 no-tests; timeout FAIL; rest DEFER."""
     if run.start_error is not None or run.exit_code is None:
-        return _Judgement(Verdict.DEFER, "tool-error")
+        return _Verdict(Verdict.DEFER, "tool-error")
     if run.timed_out:
-        return _Judgement(Verdict.FAIL, "timeout")
-    mapping = {0: _Judgement(Verdict.PASS, "passed"),
-               1: _Judgement(Verdict.FAIL, "tests-failed"),
-               5: _Judgement(Verdict.FAIL, "no-tests")}
-    return mapping.get(run.exit_code, _Judgement(Verdict.DEFER, "tool-error"))
+        return _Verdict(Verdict.FAIL, "timeout")
+    mapping = {0: _Verdict(Verdict.PASS, "passed"),
+               1: _Verdict(Verdict.FAIL, "tests-failed"),
+               5: _Verdict(Verdict.FAIL, "no-tests")}
+    return mapping.get(run.exit_code, _Verdict(Verdict.DEFER, "tool-error"))
 
 
-def judge_command(run: GroupRun) -> _Judgement:
+def command_verdict(run: GroupRun) -> _Verdict:
     """Any other command: 0 PASS; timeout or any other exit FAIL; cannot start DEFER."""
     if run.start_error is not None or run.exit_code is None:
-        return _Judgement(Verdict.DEFER, "tool-error")
+        return _Verdict(Verdict.DEFER, "tool-error")
     if run.timed_out:
-        return _Judgement(Verdict.FAIL, "timeout")
+        return _Verdict(Verdict.FAIL, "timeout")
     if run.exit_code == 0:
-        return _Judgement(Verdict.PASS, "passed")
-    return _Judgement(Verdict.FAIL, "command-failed")
+        return _Verdict(Verdict.PASS, "passed")
+    return _Verdict(Verdict.FAIL, "command-failed")
 
 
 def smoke_failed(run: GroupRun) -> bool:
@@ -264,11 +264,11 @@ def run_tests(
     finally:
         if junit_dir is not None:
             shutil.rmtree(junit_dir, ignore_errors=True)
-    judgement = judge_pytest(run) if pytest else judge_command(run)
+    decision = pytest_verdict(run) if pytest else command_verdict(run)
     smoke_runs: list[tuple[tuple[str, ...], GroupRun]] = []
-    if judgement.verdict is Verdict.PASS:
-        judgement = _run_smoke(runner, settings.smoke, smoke_runs) or judgement
-    meta = _meta(judgement, run, counts, settings, started_at, time.monotonic() - clock)
+    if decision.verdict is Verdict.PASS:
+        decision = _run_smoke(runner, settings.smoke, smoke_runs) or decision
+    meta = _meta(decision, run, counts, settings, started_at, time.monotonic() - clock)
     outcome = TestOutcome(meta, render_body(meta, run, counts, smoke_runs))
     if report_path is not None:
         write_document(report_path, outcome.meta, outcome.body)
@@ -276,24 +276,24 @@ def run_tests(
 
 
 def _run_smoke(runner: _Runner, smoke: tuple[tuple[str, ...], ...],
-               runs: list[tuple[tuple[str, ...], GroupRun]]) -> _Judgement | None:
-    """Run the smoke commands in order; a FAIL judgement at the first that fails."""
+               runs: list[tuple[tuple[str, ...], GroupRun]]) -> _Verdict | None:
+    """Run the smoke commands in order; a FAIL verdict at the first that fails."""
     for argv in smoke:
         run = runner.run(list(argv))
         runs.append((argv, run))
         if smoke_failed(run):
-            return _Judgement(Verdict.FAIL, "smoke-failed")
+            return _Verdict(Verdict.FAIL, "smoke-failed")
     return None
 
 
-def _meta(judgement: _Judgement, run: GroupRun, counts: TestCounts | None,
+def _meta(verdict_: _Verdict, run: GroupRun, counts: TestCounts | None,
           settings: TestSettings, started_at: str, duration_s: float) -> dict[str, Any]:
     """The report's front matter, in the order of SPEC section 8."""
     meta: dict[str, Any] = {
-        "result": str(judgement.verdict),
-        "status": _STATUS[judgement.verdict],
+        "result": str(verdict_.verdict),
+        "status": _STATUS[verdict_.verdict],
         "exit_code": run.exit_code,
-        "reason": judgement.reason,
+        "reason": verdict_.reason,
     }
     if counts is not None:
         meta["tests"] = counts.as_meta()

@@ -6,8 +6,8 @@ from orch.state.db import Database
 
 
 def bump(db: Database, name: str, by: int = 1) -> None:
-    db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
-               "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
+    db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
+               "DO UPDATE SET value = counters.value + excluded.value", (name, by))
 
 
 def all_counters(db: Database) -> dict[str, int]:

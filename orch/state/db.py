@@ -1,99 +1,126 @@
-"""The SQLite connection: WAL, busy timeout, foreign keys, one transaction helper.
+"""The door to the state: one connection interface that every backend implements.
 
-Every write in orch goes through `Database.transaction()`: `BEGIN IMMEDIATE`
-(so two ticks never both read-then-write the same rows), rollback on any
-exception, and SAVEPOINTs when nested. SQL lives only in `orch.state`.
+The query modules of `orch.state` (tasks, jobs, runs, events, counters,
+repos, views, maint) speak to a `Database` only through this interface, in
+SQL that SQLite and PostgreSQL both understand (`?` placeholders, which a
+backend may translate; `INSERT ... RETURNING id`; partial indexes;
+`ON CONFLICT`). Where the two must differ (the claim's locking, pragmas,
+backups, health checks) the backend says which `dialect` it is, or offers
+the operation itself. `orch.state.sqlite.SqliteDatabase` is today's backend.
+
+Every write goes through `transaction()`: the backend's "take the write
+lock now" begin (`BEGIN IMMEDIATE` on SQLite), rollback on any exception,
+SAVEPOINTs when nested, so a change, its event and its counter commit
+together. SQL lives only in `orch.state`.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from orch.errors import DatabaseError, TryAgainError
-
-BUSY_TIMEOUT_S = 10.0
+Params = Sequence[Any]
 
 
-class Database:
-    """A connection to `orch.db` with the pragmas orch relies on."""
+class Database(ABC):
+    """A connection to the state, with the transaction discipline orch relies on."""
 
-    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
-        self.path = path
+    dialect: str = ""
+    location: str = ""  # the file or URL, for messages (never a password)
+
+    def __init__(self) -> None:
         self._depth = 0
-        try:
-            self.conn = sqlite3.connect(str(path), timeout=busy_timeout_s,
-                                        isolation_level=None, check_same_thread=False)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            raise _translate(exc, path) from exc
 
+    # -- statements -----------------------------------------------------------
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+
+    @abstractmethod
+    def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        """Every row of a query, each as a dict keyed by column name."""
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        rows = self.all(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
+    def insert(self, sql: str, params: Params = ()) -> int:
+        """Run an `INSERT ... RETURNING id` and return the new row's id."""
+        return int(self.scalar(sql, params))
+
+    @abstractmethod
     def close(self) -> None:
-        self.conn.close()
+        """Release the connection."""
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self.conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
+    # -- transactions ---------------------------------------------------------
 
-    def all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        return [dict(row) for row in self.execute(sql, params).fetchall()]
+    @abstractmethod
+    def _begin(self) -> None:
+        """Start a transaction that holds the write lock from its first statement."""
 
-    def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
-        row = self.execute(sql, params).fetchone()
-        return dict(row) if row is not None else None
+    @abstractmethod
+    def _commit(self) -> None: ...
 
-    def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        row = self.execute(sql, params).fetchone()
-        return row[0] if row is not None else None
+    @abstractmethod
+    def _rollback(self) -> None:
+        """Roll back; never raises (the connection may already be broken)."""
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        """BEGIN IMMEDIATE ... COMMIT, rollback on any exception; nested calls are savepoints."""
+        """Begin ... commit, rollback on any exception; nested calls are savepoints."""
         if self._depth:
-            name = f"sp{self._depth}"
-            self.execute(f"SAVEPOINT {name}")
-            self._depth += 1
-            try:
-                yield self
-            except BaseException:
-                self.execute(f"ROLLBACK TO {name}")
-                self.execute(f"RELEASE {name}")
-                raise
-            else:
-                self.execute(f"RELEASE {name}")
-            finally:
-                self._depth -= 1
+            yield from self._savepoint()
             return
-        self.execute("BEGIN IMMEDIATE")
+        self._begin()
         self._depth = 1
         try:
             yield self
-            self.execute("COMMIT")  # a failed COMMIT (busy) must not leave the transaction open
+            self._commit()  # a failed commit (busy) must not leave the transaction open
         except BaseException:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            self._rollback()
             raise
         finally:
             self._depth = 0
 
+    def _savepoint(self) -> Iterator[Database]:
+        name = f"sp{self._depth}"
+        self.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
 
-def _translate(exc: sqlite3.Error, path: Path) -> Exception:
-    """Turn sqlite3 errors into orch errors with the exit status of SPEC section 10."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-        return TryAgainError(f"{path}: database is locked (another orch holds it); try again")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError) \
-            and ("not a database" in text or "malformed" in text or "disk image" in text
-                 or "unable to open" in text or "readonly" in text):
-        return DatabaseError(f"{path}: {text}")
-    return exc
+    # -- what differs between backends ----------------------------------------
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The version of the schema the database holds (0: empty)."""
+
+    @abstractmethod
+    def set_schema_version(self, version: int) -> None:
+        """Record the schema version, inside the migration's transaction."""
+
+    def prepare(self) -> None:  # noqa: B027 (a hook most backends leave empty)
+        """Settings the backend needs before any migration (SQLite: WAL)."""
+
+    @abstractmethod
+    def health_problems(self) -> list[str]:
+        """What an integrity check finds; an empty list when the state is sound."""

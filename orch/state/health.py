@@ -1,30 +1,39 @@
-"""Read-only health questions about the state file, for `orch doctor`."""
+"""Read-only health questions about the state, for `orch doctor`."""
 
 from __future__ import annotations
 
-from orch.state.db import Database
+from dataclasses import dataclass
+from pathlib import Path
 
-INTEGRITY_REPORT_LINES = 5
-
-
-def integrity_problems(db: Database) -> list[str]:
-    """What `PRAGMA integrity_check` finds (an empty list when the file is sound)."""
-    rows = db.execute(f"PRAGMA integrity_check({INTEGRITY_REPORT_LINES})").fetchall()
-    lines = [str(row[0]) for row in rows]
-    return [] if lines == ["ok"] else lines
+from orch.errors import DatabaseError, OrchError
+from orch.state import counters
+from orch.state.sqlite import SqliteDatabase
 
 
-def user_version(db: Database) -> int:
-    """The schema version stored in the file (`PRAGMA user_version`)."""
-    return int(db.scalar("PRAGMA user_version"))
+@dataclass(frozen=True)
+class Health:
+    """What the state file says about itself."""
+
+    problems: tuple[str, ...]   # integrity check findings (empty: sound)
+    version: int                # schema version stored in it
+    journal_mode: str
+    last_tick_at: str | None
 
 
-def journal_mode(db: Database) -> str:
-    """The file's journal mode (orch runs every file in WAL)."""
-    return str(db.scalar("PRAGMA journal_mode")).lower()
+def inspect_file(path: Path) -> Health:
+    """Open the SQLite file read-only in spirit (no migration) and ask it; DatabaseError
+    (with the reason) when it cannot be opened or read."""
+    import sqlite3
 
-
-def has_table(db: Database, name: str) -> bool:
-    """True when the file has the table NAME."""
-    return db.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                     (name,)) is not None
+    try:
+        db = SqliteDatabase(path)
+    except (OrchError, sqlite3.Error) as exc:
+        raise DatabaseError(f"{path}: cannot open: {exc}") from exc
+    try:
+        problems = db.health_problems()
+        tick = counters.get_meta(db, "last_tick_at") if db.has_table("meta") else None
+        return Health(tuple(problems), db.schema_version(), db.journal_mode(), tick)
+    except (OrchError, sqlite3.Error) as exc:
+        raise DatabaseError(f"{path}: {exc}") from exc
+    finally:
+        db.close()

@@ -9,11 +9,10 @@ ever removes, so a second gc skips what the first one finished.
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from orch.state.db import Database
+from orch.state.records import Task, tasks_of
 
 GC_EVENT = "gc"
 
@@ -37,16 +36,16 @@ def oldest_waiting_since(db: Database) -> str | None:
 # --------------------------------------------------------------------------- gc
 
 
-def gc_candidates(db: Database, cutoff: str) -> list[dict[str, Any]]:
+def gc_candidates(db: Database, cutoff: str) -> list[Task]:
     """Closed tasks last changed before CUTOFF that gc has not finished with yet.
 
     A full scan of `tasks` (gc is not on the tick's path); the NOT EXISTS uses
     the `events_task` index.
     """
-    return db.all(
+    return tasks_of(db.all(
         "SELECT * FROM tasks WHERE state = 'closed' AND updated_at < ? "
         "AND NOT EXISTS (SELECT 1 FROM events WHERE events.task_id = tasks.id "
-        "AND events.kind = ?) ORDER BY id", (cutoff, GC_EVENT))
+        "AND events.kind = ?) ORDER BY id", (cutoff, GC_EVENT)))
 
 
 def count_task_history(db: Database, task_id: int, cutoff: str) -> tuple[int, int]:
@@ -71,9 +70,9 @@ def prune_task_history(db: Database, task_id: int, cutoff: str) -> tuple[int, in
                  "AND status IN ('queued', 'running'))", (task_id,)) is None:
         return 0, 0
     events = db.execute("DELETE FROM events WHERE task_id = ? AND at < ? AND kind != ?",
-                        (task_id, cutoff, GC_EVENT)).rowcount
+                        (task_id, cutoff, GC_EVENT))
     runs = db.execute("DELETE FROM runs WHERE started_at < ? AND job_id IN "
-                      "(SELECT id FROM jobs WHERE task_id = ?)", (cutoff, task_id)).rowcount
+                      "(SELECT id FROM jobs WHERE task_id = ?)", (cutoff, task_id))
     return int(events), int(runs)
 
 
@@ -84,8 +83,8 @@ def count_global_events(db: Database, cutoff: str) -> int:
 
 def prune_global_events(db: Database, cutoff: str) -> int:
     """Delete events of no task (freeze, unfreeze) older than CUTOFF."""
-    return int(db.execute("DELETE FROM events WHERE task_id IS NULL AND at < ? AND kind != ?",
-                          (cutoff, GC_EVENT)).rowcount)
+    return db.execute("DELETE FROM events WHERE task_id IS NULL AND at < ? AND kind != ?",
+                      (cutoff, GC_EVENT))
 
 
 def job_ids(db: Database, task_id: int) -> list[int]:
@@ -96,26 +95,3 @@ def job_ids(db: Database, task_id: int) -> list[int]:
 def has_open_job(db: Database, task_id: int) -> bool:
     return db.scalar("SELECT 1 FROM jobs WHERE task_id = ? AND status IN ('queued', 'running') "
                      "LIMIT 1", (task_id,)) is not None
-
-
-# --------------------------------------------------------------------------- snapshot
-
-
-def backup_to(db: Database, target: Path) -> int:
-    """Copy the database into the new file TARGET with SQLite's online backup API.
-
-    The copy is one consistent read of the state (writers in WAL mode are not
-    blocked) and is switched to a rollback journal so it is a single,
-    self-contained file. Returns the copy's schema version.
-    """
-    copy = sqlite3.connect(str(target), isolation_level=None)
-    try:
-        db.conn.backup(copy)
-        copy.execute("PRAGMA journal_mode = DELETE")
-        return int(copy.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.Error as exc:
-        from orch.state.db import _translate
-
-        raise _translate(exc, db.path) from exc
-    finally:
-        copy.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from orch.errors import DatabaseError
 from orch.state.db import Database
+from orch.state.sqlite import SqliteDatabase
 
 QUEUED_IS_CLEAN = """
     CHECK (status != 'queued' OR (run_id IS NULL AND pid IS NULL AND pid_started IS NULL
@@ -132,35 +133,47 @@ CREATE INDEX tasks_active ON tasks (priority DESC, id) WHERE state = 'active';
 CREATE INDEX tasks_held ON tasks (id) WHERE state = 'held';
 """
 
-MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE)
+# The kind of a hold is data (`hold_kind`), never parsed from a reason's text. Rows held
+# by an older orch get their kind from what that orch wrote, once, here.
+V4_HOLD_KIND = """
+ALTER TABLE tasks ADD COLUMN hold_kind TEXT;
+UPDATE tasks SET hold_kind = CASE
+    WHEN hold_reason = 'budget' THEN CASE
+        WHEN (SELECT detail FROM events WHERE events.task_id = tasks.id AND kind = 'budget'
+              ORDER BY id DESC LIMIT 1) LIKE 'day ceiling%' THEN 'budget-day'
+        ELSE 'budget-task' END
+    WHEN hold_reason LIKE 'attempts used up%' THEN 'attempts'
+    WHEN hold_reason LIKE 'defers used up%' THEN 'defers'
+    WHEN hold_reason LIKE 'stage % is no longer in the pipeline' THEN 'stage-gone'
+    ELSE 'verdict' END
+WHERE state = 'held';
+CREATE INDEX tasks_held_kind ON tasks (hold_kind) WHERE state = 'held';
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
+                               V4_HOLD_KIND)
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def schema_version(db: Database) -> int:
-    return int(db.scalar("PRAGMA user_version"))
 
 
 def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
     """Bring the file to `target`, one transaction per migration; refuse a newer file."""
-    current = schema_version(db)
+    current = db.schema_version()
     if current > SCHEMA_VERSION:
         raise DatabaseError(
-            f"{db.path}: schema version {current} is newer than this orch understands "
+            f"{db.location}: schema version {current} is newer than this orch understands "
             f"({SCHEMA_VERSION}); upgrade orch")
-    if str(db.scalar("PRAGMA journal_mode")).lower() != "wal":
-        # every file runs in WAL, including one made by an older orch or by hand
-        db.execute("PRAGMA journal_mode = WAL")
+    db.prepare()
     if current >= target:
         return current
     while current < target:
         with db.transaction():
-            current = schema_version(db)  # another process may have migrated meanwhile
+            current = db.schema_version()  # another process may have migrated meanwhile
             if current >= target:
                 break
             for statement in _statements(MIGRATIONS[current]):
                 db.execute(statement)
             current += 1
-            db.execute(f"PRAGMA user_version = {current}")
+            db.set_schema_version(current)
     return current
 
 
@@ -179,7 +192,7 @@ def open_database(path: Path, create: bool = True) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseError(f"{path}: cannot create its directory: {exc.strerror or exc}") from exc
-    db = Database(path)
+    db = SqliteDatabase(path)
     try:
         migrate(db)
     except BaseException:

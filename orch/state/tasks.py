@@ -4,27 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from orch.model import HoldKind, TaskState
 from orch.state.db import Database
+from orch.state.records import Task, tasks_of
 from orch.timeutil import now_iso
 
-TASK_COLUMNS = ("id", "repo", "title", "body", "priority", "stage", "state", "round",
-                "admitted", "paused_at", "pause_reason", "hold_reason", "branch",
-                "created_at", "updated_at")
+TASK_COLUMNS = Task.columns()
 _UPDATABLE = frozenset(TASK_COLUMNS) - {"id", "created_at", "updated_at"}
 
 
 def insert(db: Database, *, repo: str, title: str, body: str, priority: int, stage: str,
-           state: str = "waiting", at: str | None = None) -> int:
+           state: str = TaskState.WAITING, at: str | None = None) -> int:
     stamp = at or now_iso()
-    cursor = db.execute(
+    return db.insert(
         "INSERT INTO tasks (repo, title, body, priority, stage, state, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (repo, title, body, priority, stage, state, stamp, stamp))
-    return int(cursor.lastrowid or 0)
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (repo, title, body, priority, stage, str(state), stamp, stamp))
 
 
-def get(db: Database, task_id: int) -> dict[str, Any] | None:
-    return db.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+def get(db: Database, task_id: int) -> Task | None:
+    row = db.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+    return Task.from_row(row) if row else None
+
+
+def _stored(value: Any) -> Any:
+    """A value as the database stores it: enums as strings, booleans as 0/1."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
 
 
 def update(db: Database, task_id: int, expect: dict[str, Any] | None = None,
@@ -34,7 +43,7 @@ def update(db: Database, task_id: int, expect: dict[str, Any] | None = None,
         if column not in _UPDATABLE:
             raise ValueError(f"not an updatable task column: {column}")
     sets = ", ".join(f"{column} = ?" for column in changes)
-    params: list[Any] = [*changes.values(), now_iso(), task_id]
+    params: list[Any] = [*(_stored(v) for v in changes.values()), now_iso(), task_id]
     where = "id = ?"
     for column, value in (expect or {}).items():
         if column not in TASK_COLUMNS:
@@ -43,22 +52,20 @@ def update(db: Database, task_id: int, expect: dict[str, Any] | None = None,
             where += f" AND {column} IS NULL"
         else:
             where += f" AND {column} = ?"
-            params.append(value)
-    cursor = db.execute(f"UPDATE tasks SET {sets}, updated_at = ? WHERE {where}", params)
-    return cursor.rowcount == 1
+            params.append(_stored(value))
+    return db.execute(f"UPDATE tasks SET {sets}, updated_at = ? WHERE {where}", params) == 1
 
 
-def open_tasks(db: Database, repo: str | None = None) -> list[dict[str, Any]]:
+def open_tasks(db: Database, repo: str | None = None) -> list[Task]:
     """Non-terminal tasks in FIFO order (priority descending, then id)."""
     if repo is None:
-        return db.all("SELECT * FROM tasks WHERE state != 'closed' "
-                      "ORDER BY repo, priority DESC, id")
-    return db.all("SELECT * FROM tasks WHERE state != 'closed' AND repo = ? "
-                  "ORDER BY priority DESC, id", (repo,))
+        return tasks_of(db.all("SELECT * FROM tasks WHERE state != 'closed' "
+                               "ORDER BY repo, priority DESC, id"))
+    return tasks_of(db.all("SELECT * FROM tasks WHERE state != 'closed' AND repo = ? "
+                           "ORDER BY priority DESC, id", (repo,)))
 
 
-def all_tasks(db: Database, repo: str | None = None, limit: int | None = None
-              ) -> list[dict[str, Any]]:
+def all_tasks(db: Database, repo: str | None = None, limit: int | None = None) -> list[Task]:
     sql = "SELECT * FROM tasks"
     params: list[Any] = []
     if repo is not None:
@@ -68,7 +75,7 @@ def all_tasks(db: Database, repo: str | None = None, limit: int | None = None
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return db.all(sql, params)
+    return tasks_of(db.all(sql, params))
 
 
 def ids_exist(db: Database, ids: list[int]) -> set[int]:
@@ -84,7 +91,7 @@ def open_repos(db: Database) -> set[str]:
     return {row["repo"] for row in rows}
 
 
-def held_for(db: Database, reason: str) -> list[dict[str, Any]]:
-    """Held tasks with this exact hold reason (e.g. `budget`)."""
-    return db.all("SELECT * FROM tasks WHERE state = 'held' AND hold_reason = ? ORDER BY id",
-                  (reason,))
+def held_of_kind(db: Database, kind: HoldKind) -> list[Task]:
+    """Held tasks whose hold is of this kind (e.g. the day budget)."""
+    return tasks_of(db.all("SELECT * FROM tasks WHERE state = 'held' AND hold_kind = ? "
+                           "ORDER BY id", (str(kind),)))

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orch.state import counters, maint
-from orch.state import jobs as jobs_state
+from orch.state import counters, jobs, maint
 from orch.state.db import Database
 
 CLOSED_COUNTERS = (("done", "tasks_done_total"), ("failed", "tasks_failed_total"),
@@ -54,7 +53,7 @@ class Metrics:
 
 def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None) -> Metrics:
     """Read the metrics; STAGES (the pipeline's) get zero series for every open state."""
-    from orch.engine.common import epoch_of
+    from orch.timeutil import epoch_of
 
     moment = time.time() if now is None else now
     values = counters.all_counters(db)
@@ -67,8 +66,8 @@ def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None
     last = counters.get_meta(db, "last_tick_at")
     waiting = maint.oldest_waiting_since(db)
     return Metrics(
-        counters=values, tasks=tasks, jobs_running=jobs_state.running_count(db),
-        jobs_queued=jobs_state.queued_count(db),
+        counters=values, tasks=tasks, jobs_running=jobs.running_count(db),
+        jobs_queued=jobs.queued_count(db),
         last_tick_at=epoch_of(last) if last else None,
         oldest_waiting_age_s=max(0.0, moment - epoch_of(waiting)) if waiting else 0.0,
         taken_at=moment)

@@ -12,7 +12,6 @@ test-runner and the merge run inline, exactly as under cron.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -26,8 +25,9 @@ from orch.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
     from orch.config import Settings
-    from orch.pipeline import Pipeline
+    from orch.machine import Pipeline
     from orch.state.db import Database
+    from orch.state.records import Event, Task
 
 DEMO_REPO = "demo"
 REPO_DIR = "demo-repo"
@@ -137,30 +137,11 @@ def make_repo(path: Path) -> str:
     """A git repository with the demo project committed on `main`; returns the commit."""
     from orch import gitops
 
-    for name, text in REPO_FILES.items():
-        target = path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-    _git(path, "init", "-q")
-    _git(path, "symbolic-ref", "HEAD", "refs/heads/main")
-    for key, value in (*GIT_IDENTITY, ("commit.gpgsign", "false"),
-                       ("core.hooksPath", os.devnull)):
-        _git(path, "config", key, value)  # the demo's own, so any machine can commit
-    _git(path, "add", "--all")
-    _git(path, "commit", "-q", "-m", "The demo project: calc.py and its tests")
-    return gitops.head_commit(path)
-
-
-def _git(cwd: Path, *args: str) -> None:
-    from orch.procs import run_in_group
-
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    run = run_in_group(["git", *args], cwd=cwd, env=env, timeout_s=60, grace_s=1.0)
-    if run.start_error is not None:
-        raise RefusedError(f"orch demo needs git: {run.start_error}")
-    if run.exit_code != 0:
-        tail = " ".join(run.output_tail.split())[-300:]
-        raise RefusedError(f"git {' '.join(args)} failed in {cwd}: {tail}")
+    try:
+        return gitops.commit_new_repo(path, REPO_FILES,
+                                      "The demo project: calc.py and its tests", GIT_IDENTITY)
+    except gitops.GitError as exc:
+        raise RefusedError(f"orch demo needs git: {exc}") from exc
 
 
 def demo_config(repo: Path, tests: list[str]) -> str:
@@ -217,8 +198,8 @@ def _run(home: Path, temporary: bool, clock: float, progress: Progress,
          time_limit_s: float) -> DemoResult:
     from orch.artifacts import write_atomic
     from orch.config import CONFIG_FILE, load_settings
-    from orch.engine.home import init_home, open_state
-    from orch.engine.tasks import NewTask, add_task
+    from orch.engine.commands.init import init_home, open_state
+    from orch.engine.commands.tasks import NewTask, add_task
     from orch.pipeline import load_pipeline
 
     def note(detail: str) -> None:
@@ -239,8 +220,8 @@ def _run(home: Path, temporary: bool, clock: float, progress: Progress,
     try:
         task = add_task(settings, db, NewTask(DEMO_REPO, TASK_TITLE, TASK_BODY),
                         pipeline.first.name)
-        note(f"task {task['id']} added: {TASK_TITLE!r}; ticking until it is done")
-        return _tick_to_the_end(settings, pipeline, db, task["id"], clock, progress,
+        note(f"task {task.id} added: {TASK_TITLE!r}; ticking until it is done")
+        return _tick_to_the_end(settings, pipeline, db, task.id, clock, progress,
                                 time_limit_s, temporary)
     finally:
         db.close()
@@ -250,8 +231,7 @@ def _tick_to_the_end(settings: Settings, pipeline: Pipeline, db: Database, task_
                      clock: float,
                      progress: Progress, time_limit_s: float, temporary: bool) -> DemoResult:
     from orch.engine.tick import run_tick
-    from orch.state import events, tasks
-    from orch.state import jobs as jobs_state
+    from orch.state import events, jobs, tasks
 
     deadline = clock + time_limit_s
     seen = 0
@@ -259,16 +239,16 @@ def _tick_to_the_end(settings: Settings, pipeline: Pipeline, db: Database, task_
         while True:
             report = run_tick(settings, pipeline, db, max_claims=1)
             for event in events.for_task(db, task_id):
-                if event["id"] > seen:
-                    seen = event["id"]
+                if event.id > seen:
+                    seen = event.id
                     progress(_step(event, clock))
             task = tasks.get(db, task_id)
             assert task is not None
-            if task["state"] in ("closed", "held", "needs_input") or \
+            if task.state in ("closed", "held", "needs_input") or \
                     time.monotonic() >= deadline:
                 break
-            job = jobs_state.open_job(db, task_id)
-            if report.idle or (job is not None and job["status"] == "running"):
+            job = jobs.open_job(db, task_id)
+            if report.idle or (job is not None and job.status == "running"):
                 time.sleep(POLL_S)
     except BaseException:
         _stop(settings, db, task_id)
@@ -276,39 +256,39 @@ def _tick_to_the_end(settings: Settings, pipeline: Pipeline, db: Database, task_
     return _result(settings, db, task, clock, temporary, progress)
 
 
-def _step(event: dict[str, Any], clock: float) -> DemoStep:
+def _step(event: Event, clock: float) -> DemoStep:
     from orch.timeutil import parse_iso
 
-    elapsed = parse_iso(event["at"]).timestamp() - (time.time() - (time.monotonic() - clock))
-    return DemoStep(max(0.0, elapsed), event["kind"], event["detail"] or "", event["job_id"])
+    elapsed = parse_iso(event.at).timestamp() - (time.time() - (time.monotonic() - clock))
+    return DemoStep(max(0.0, elapsed), event.kind, event.detail or "", event.job_id)
 
 
 def _stop(settings: Settings, db: Database, task_id: int) -> None:
     """Cancel the demo task if it is still open, so no agent keeps running."""
-    from orch.engine import actions
+    from orch.engine.commands import actions
     from orch.state import tasks
 
     task = tasks.get(db, task_id)
-    if task is not None and task["state"] != "closed":
+    if task is not None and not task.closed:
         actions.cancel(settings, db, task_id)
 
 
-def _result(settings: Settings, db: Database, task: dict[str, Any], clock: float,
+def _result(settings: Settings, db: Database, task: Task, clock: float,
             temporary: bool, progress: Progress) -> DemoResult:
     from orch import gitops
-    from orch.engine.tasks import task_detail
+    from orch.engine.commands.tasks import task_detail
 
     repo = settings.repo(DEMO_REPO)
-    timed_out = task["state"] not in ("closed", "held", "needs_input")
+    timed_out = task.state not in ("closed", "held", "needs_input")
     if timed_out:
         progress(DemoStep(time.monotonic() - clock, "demo", "time limit reached; the task is "
                           "cancelled so that nothing keeps running"))
-        _stop(settings, db, task["id"])
+        _stop(settings, db, task.id)
     merged = None
-    if task["stage"] == "done":
+    if task.stage == "done":
         merged = gitops.head_commit(repo.path, f"refs/heads/{repo.default_branch}")
-    final = task_detail(settings, db, task["id"])
-    return DemoResult(home=settings.home, repo_path=repo.path, task_id=task["id"],
+    final = task_detail(settings, db, task.id)
+    return DemoResult(home=settings.home, repo_path=repo.path, task_id=task.id,
                       stage=final["task"]["stage"], state=final["task"]["state"],
                       elapsed_s=time.monotonic() - clock, temporary=temporary,
                       timed_out=timed_out, merged_commit=merged, detail=final)

@@ -25,7 +25,7 @@ def queue(
 
     Example: orch queue --repo app
     """
-    from orch.engine.queue import build_queue
+    from orch.engine.commands.queue import build_queue
 
     obj: AppContext = ctx.obj
     if as_json and watch:
@@ -65,7 +65,7 @@ def logs(
 
     Example: orch logs 31 --follow
     """
-    from orch.engine.queue import print_log
+    from orch.engine.commands.logs import print_log
 
     obj: AppContext = ctx.obj
 

@@ -9,11 +9,10 @@ from typing import Any
 
 from orch.artifacts import TASK_FILE, write_document
 from orch.config import Settings
-from orch.engine.common import artifacts_dir
 from orch.errors import NotFoundError, UsageError
-from orch.state import events, tasks
-from orch.state import jobs as jobs_state
+from orch.state import events, jobs, runs, tasks
 from orch.state.db import Database
+from orch.state.records import Task
 
 IMPORT_KEYS = ("repo", "title", "body", "priority")
 
@@ -38,7 +37,7 @@ def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None
         raise UsageError(f"{prefix}priority {new.priority} is out of range")
 
 
-def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -> dict[str, Any]:
+def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -> Task:
     """Insert one task (waiting at the first stage) and write its 00-task.md."""
     validate_new_task(settings, new)
     with db.transaction():
@@ -53,7 +52,7 @@ def _insert(settings: Settings, db: Database, new: NewTask, first_stage: str) ->
                            priority=new.priority, stage=first_stage)
     events.record(db, "created", f"task added to {new.repo} at stage {first_stage}",
                   task_id=task_id)
-    write_document(artifacts_dir(settings, task_id) / TASK_FILE,
+    write_document(settings.paths.artifacts(task_id) / TASK_FILE,
                    {"id": task_id, "repo": new.repo, "title": new.title,
                     "priority": new.priority},
                    f"# {new.title}\n\n{new.body}\n")
@@ -129,7 +128,7 @@ def _record_to_task(record: Any, where: str) -> NewTask:
     return NewTask(record["repo"], record["title"], body, priority)
 
 
-def get_task(db: Database, task_id: int) -> dict[str, Any]:
+def get_task(db: Database, task_id: int) -> Task:
     task = tasks.get(db, task_id)
     if task is None:
         raise NotFoundError(f"no such task: {task_id}")
@@ -139,15 +138,17 @@ def get_task(db: Database, task_id: int) -> dict[str, Any]:
 def task_detail(settings: Settings, db: Database, task_id: int) -> dict[str, Any]:
     """Everything `orch task show` prints: task, jobs, runs, events, artifacts."""
     task = get_task(db, task_id)
-    folder = artifacts_dir(settings, task_id)
+    folder = settings.paths.artifacts(task_id)
     names = sorted(p.name for p in folder.iterdir() if p.is_file()
                    and not p.name.startswith(".")) if folder.is_dir() else []
-    return {"task": task, "jobs": jobs_state.for_task(db, task_id),
-            "runs": jobs_state.runs_for_task(db, task_id),
-            "events": events.for_task(db, task_id), "artifacts": names}
+    return {"task": task.as_dict(),
+            "jobs": [job.as_dict() for job in jobs.for_task(db, task_id)],
+            "runs": [run.as_dict() for run in runs.for_task(db, task_id)],
+            "events": [event.as_dict() for event in events.for_task(db, task_id)],
+            "artifacts": names}
 
 
-def list_tasks(db: Database, *, include_closed: bool, repo: str | None) -> list[dict[str, Any]]:
+def list_tasks(db: Database, *, include_closed: bool, repo: str | None) -> list[Task]:
     if include_closed:
         return tasks.all_tasks(db, repo)
     return tasks.open_tasks(db, repo)

@@ -1,4 +1,4 @@
-"""What `orch queue` and `orch logs` show (SPEC section 9, invariant 6).
+"""What `orch queue` shows (SPEC section 9, invariant 6).
 
 `build_queue` reads open work only (the state layer's indexed views) and
 returns the SPEC's `--json` object; `explain` is a pure function that turns
@@ -8,25 +8,21 @@ waits for. Every non-terminal task gets a line: nothing waits silently.
 
 from __future__ import annotations
 
-import codecs
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch.config import Settings
-from orch.engine.admission import occupies_slot
-from orch.engine.common import artifacts_dir, logs_dir, repo_unavailable
-from orch.errors import NotFoundError
+from orch.engine.tick.admit import occupies_slot
+from orch.gitops import repo_problem
+from orch.model import HoldKind, JobStatus, TaskState
 from orch.state import counters, tasks, views
-from orch.state import jobs as jobs_state
 from orch.state.db import Database
+from orch.state.records import Job, Task
 from orch.timeutil import age_s, parse_iso
 
 if TYPE_CHECKING:
-    from orch.pipeline import Pipeline
+    from orch.machine import Pipeline
 
 QUESTIONS_FILE = "01-questions.md"  # orch.artifacts.QUESTIONS_FILE, without importing yaml
 MAX_IDS_IN_LINE = 5
@@ -61,8 +57,8 @@ class ExplainContext:
     max_concurrency: int = 1
     heartbeat_timeout_s: int = 60
     gates: dict[str, RepoGate] = field(default_factory=dict)
-    jobs: dict[int, dict[str, Any]] = field(default_factory=dict)  # task id -> open/unjudged job
-    running: tuple[dict[str, Any], ...] = ()                        # every running job
+    jobs: dict[int, Job] = field(default_factory=dict)  # task id -> open/unjudged job
+    running: tuple[Job, ...] = ()                                  # every running job
     human_stages: frozenset[str] = frozenset()
     questions_waiting: frozenset[int] = frozenset()  # tasks with a questions file to answer
     budget_details: dict[int, str] = field(default_factory=dict)
@@ -70,56 +66,56 @@ class ExplainContext:
 
 # --------------------------------------------------------------------------- explain
 
-def explain(task: dict[str, Any], ctx: ExplainContext) -> str:
+def explain(task: Task, ctx: ExplainContext) -> str:
     """One line saying what a non-terminal task waits for (never empty)."""
-    if task["state"] == "closed":
-        return f"closed ({task['stage']})"
-    job = ctx.jobs.get(task["id"])
-    if job is not None and job["status"] == "running":
+    if task.closed:
+        return f"closed ({task.stage})"
+    job = ctx.jobs.get(task.id)
+    if job is not None and job.status == JobStatus.RUNNING:
         line = _running_line(job, ctx)
-        if task["paused_at"]:
-            line += f"; paused ({task['pause_reason'] or 'no reason'}) after it"
+        if task.paused:
+            line += f"; paused ({task.pause_reason or 'no reason'}) after it"
         return line
-    if job is not None and job["status"] != "queued":
-        return f"job {job['id']} finished ({job['status']}): the next tick judges it"
-    gate = ctx.gates.get(task["repo"])
+    if job is not None and job.status != JobStatus.QUEUED:
+        return f"job {job.id} finished ({job.status}): the next tick judges it"
+    gate = ctx.gates.get(task.repo)
     if gate is not None and gate.unavailable:
         return gate.unavailable
-    parked_for_questions = task["state"] == "needs_input" \
-        and task["pause_reason"] == "needs-input"
-    if task["paused_at"] and not parked_for_questions:
+    parked_for_questions = task.state == TaskState.NEEDS_INPUT \
+        and task.pause_reason == "needs-input"
+    if task.paused and not parked_for_questions:
         return _paused_line(task, job)
-    if task["state"] == "needs_input":
+    if task.state == TaskState.NEEDS_INPUT:
         return _needs_input_line(task, ctx)
-    if task["state"] == "held":
+    if task.state == TaskState.HELD:
         return _held_line(task, ctx)
-    if task["state"] == "waiting":
+    if task.state == TaskState.WAITING:
         return _waiting_line(task, ctx)
     return _active_line(job, ctx)
 
 
-def _running_line(job: dict[str, Any], ctx: ExplainContext) -> str:
-    beat = age_s(job["heartbeat_at"], ctx.now)
+def _running_line(job: Job, ctx: ExplainContext) -> str:
+    beat = age_s(job.heartbeat_at, ctx.now)
     if beat is None:
         heard = "no heartbeat yet"
     else:
         heard = f"heartbeat {int(beat)} s ago"
         if beat > ctx.heartbeat_timeout_s:
             heard += ", overdue: the next tick reaps it if it is dead"
-    pid = job["pid"] if job["pid"] is not None else "?"
-    return f"job {job['id']} running (pid {pid}, {heard})"
+    pid = job.pid if job.pid is not None else "?"
+    return f"job {job.id} running (pid {pid}, {heard})"
 
 
-def _paused_line(task: dict[str, Any], job: dict[str, Any] | None) -> str:
-    line = f"paused ({task['pause_reason'] or 'no reason'}): orch resume {task['id']}"
+def _paused_line(task: Task, job: Job | None) -> str:
+    line = f"paused ({task.pause_reason or 'no reason'}): orch resume {task.id}"
     if job is not None:
-        line += f" (job {job['id']} stays queued until then)"
+        line += f" (job {job.id} stays queued until then)"
     return line
 
 
-def _needs_input_line(task: dict[str, Any], ctx: ExplainContext) -> str:
-    task_id = task["id"]
-    if task["stage"] in ctx.human_stages:
+def _needs_input_line(task: Task, ctx: ExplainContext) -> str:
+    task_id = task.id
+    if task.stage in ctx.human_stages:
         return f"waiting for orch approve {task_id} / orch reject {task_id} --reason ..."
     if task_id in ctx.questions_waiting:
         return (f"needs input: answer tasks/{task_id}/{QUESTIONS_FILE}, "
@@ -127,12 +123,12 @@ def _needs_input_line(task: dict[str, Any], ctx: ExplainContext) -> str:
     return f"needs input: see orch task show {task_id}, then orch resume {task_id}"
 
 
-def _held_line(task: dict[str, Any], ctx: ExplainContext) -> str:
-    task_id = task["id"]
-    reason = task["hold_reason"] or "no reason recorded"
-    if reason == "budget":
+def _held_line(task: Task, ctx: ExplainContext) -> str:
+    task_id = task.id
+    reason = task.hold_reason or "no reason recorded"
+    if task.hold_kind in (HoldKind.BUDGET_DAY, HoldKind.BUDGET_TASK):
         detail = ctx.budget_details.get(task_id, "a cost ceiling was reached")
-        if detail.startswith("day"):
+        if task.hold_kind == HoldKind.BUDGET_DAY:
             return (f"budget hold: {_one_line(detail)}; after 00:00 UTC (or after raising "
                     f"budget.day_usd) orch retry {task_id}")
         return (f"budget hold: {_one_line(detail)}; raise budget.task_usd in orch.yaml, "
@@ -140,8 +136,8 @@ def _held_line(task: dict[str, Any], ctx: ExplainContext) -> str:
     return f"held: {_one_line(reason)}, then orch retry {task_id}"
 
 
-def _waiting_line(task: dict[str, Any], ctx: ExplainContext) -> str:
-    repo = task["repo"]
+def _waiting_line(task: Task, ctx: ExplainContext) -> str:
+    repo = task.repo
     gate = ctx.gates.get(repo)
     if gate is not None and gate.frozen:
         return f"repo {repo} is frozen: no admissions until orch unfreeze {repo}"
@@ -152,7 +148,7 @@ def _waiting_line(task: dict[str, Any], ctx: ExplainContext) -> str:
     free = gate.max_active - len(gate.holders)
     if free <= 0:
         return f"serial gate: {_holders_phrase(gate)}"
-    rank = gate.waiting.index(task["id"]) if task["id"] in gate.waiting else 0
+    rank = gate.waiting.index(task.id) if task.id in gate.waiting else 0
     if rank < free:
         return f"next tick admits it (a slot of {repo} is free)"
     first = gate.waiting[:free]
@@ -168,16 +164,16 @@ def _holders_phrase(gate: RepoGate) -> str:
     return f"tasks {_ids(gate.holders)} hold {slots} of {gate.name}"
 
 
-def _active_line(job: dict[str, Any] | None, ctx: ExplainContext) -> str:
+def _active_line(job: Job | None, ctx: ExplainContext) -> str:
     if job is None:
         return "next tick enqueues its job"
-    head = f"job {job['id']} queued"
+    head = f"job {job.id} queued"
     if ctx.max_concurrency == 0:
         return f"{head}, but max_concurrency is 0: nothing starts"
-    if job["not_before"] and parse_iso(job["not_before"]) > ctx.now:
-        return f"job {job['id']} waits for retry backoff until {job['not_before'][11:19]}Z"
+    if job.not_before and parse_iso(job.not_before) > ctx.now:
+        return f"job {job.id} waits for retry backoff until {job.not_before[11:19]}Z"
     if len(ctx.running) >= ctx.max_concurrency:
-        ids = [r["id"] for r in ctx.running]
+        ids = [running.id for running in ctx.running]
         who = f"job {ids[0]}" if len(ids) == 1 else f"jobs {_ids(ids)}"
         return f"{head}: max_concurrency {ctx.max_concurrency} reached ({who} running)"
     return f"{head}: the next tick starts it"
@@ -241,11 +237,12 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
     open_rows = tasks.open_tasks(db, repo)
     if repo is not None and repo not in settings.repos and not open_rows:
         settings.repo(repo)  # raises NotFoundError (exit 3)
-    running = views.running_jobs(db)
-    task_ids = {row["id"] for row in open_rows}
-    job_of = {job["task_id"]: job for job in views.open_work_jobs(db)
-              if job["task_id"] in task_ids}
-    gates = _gates(settings, db, open_rows, repo, {job["task_id"] for job in running})
+    running_with_repo = views.running_jobs(db)
+    running = [job for job, _ in running_with_repo]
+    task_ids = {row.id for row in open_rows}
+    job_of = {job.task_id: job for job in views.open_work_jobs(db)
+              if job.task_id in task_ids}
+    gates = _gates(settings, db, open_rows, repo, {job.task_id for job in running})
     ctx = ExplainContext(
         now=now, gate_enabled=settings.flags.serial_gate_enabled,
         max_concurrency=settings.max_concurrency,
@@ -253,7 +250,8 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
         running=tuple(running), human_stages=human_stages,
         questions_waiting=_questions_waiting(settings, open_rows, questions_stages),
         budget_details=_budget_details(db, open_rows))
-    shown_running = [job for job in running if repo is None or job["repo"] == repo]
+    shown_running = [job for job, job_repo in running_with_repo
+                     if repo is None or job_repo == repo]
     values = counters.all_counters(db)
     reaper = {"impossible_queued_total": values.get("impossible_queued_total", 0),
               "reaped_total": values.get("reaped_total", 0),
@@ -264,124 +262,62 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
                      counters=values, max_concurrency=settings.max_concurrency)
 
 
-def _gates(settings: Settings, db: Database, open_rows: list[dict[str, Any]],
+def _gates(settings: Settings, db: Database, open_rows: list[Task],
            repo: str | None, running_tasks: set[int]) -> dict[str, RepoGate]:
     from orch.state import repos as repo_state
 
-    names = {row["repo"] for row in open_rows}
+    names = {row.repo for row in open_rows}
     names |= set(settings.repos) if repo is None else {repo}
     frozen = repo_state.frozen_repos(db)
     gates = {}
     for name in sorted(names):
-        rows = [row for row in open_rows if row["repo"] == name]  # already in FIFO order
+        rows = [row for row in open_rows if row.repo == name]  # already in FIFO order
         config = settings.repos.get(name)
         gates[name] = RepoGate(
             name=name, max_active=config.max_active if config else None,
-            holders=tuple(r["id"] for r in rows if occupies_slot(r, running_tasks)),
-            waiting=tuple(r["id"] for r in rows if r["state"] == "waiting"
-                          and not r["paused_at"]),
-            paused=tuple((r["id"], r["pause_reason"] or "") for r in rows if r["paused_at"]),
-            frozen=name in frozen, unavailable=repo_unavailable(config))
+            holders=tuple(r.id for r in rows if occupies_slot(r, running_tasks)),
+            waiting=tuple(r.id for r in rows if r.state == TaskState.WAITING
+                          and not r.paused),
+            paused=tuple((r.id, r.pause_reason or "") for r in rows if r.paused),
+            frozen=name in frozen, unavailable=repo_problem(config))
     return gates
 
 
-def _questions_waiting(settings: Settings, open_rows: list[dict[str, Any]],
+def _questions_waiting(settings: Settings, open_rows: list[Task],
                        questions_stages: frozenset[str]) -> frozenset[int]:
     return frozenset(
-        row["id"] for row in open_rows
-        if row["state"] == "needs_input" and row["stage"] in questions_stages
-        and (artifacts_dir(settings, row["id"]) / QUESTIONS_FILE).is_file())
+        row.id for row in open_rows
+        if row.state == TaskState.NEEDS_INPUT and row.stage in questions_stages
+        and (settings.paths.artifacts(row.id) / QUESTIONS_FILE).is_file())
 
 
-def _budget_details(db: Database, open_rows: list[dict[str, Any]]) -> dict[int, str]:
+def _budget_details(db: Database, open_rows: list[Task]) -> dict[int, str]:
+    from orch.state import events
+
     details = {}
     for row in open_rows:
-        if row["state"] == "held" and row["hold_reason"] == "budget":
-            event = views.latest_task_event(db, row["id"], "budget")
+        if row.state == TaskState.HELD and row.hold_kind in (HoldKind.BUDGET_DAY,
+                                                             HoldKind.BUDGET_TASK):
+            event = events.latest_for_task(db, row.id, ("budget",))
             if event is not None:
-                details[row["id"]] = event["detail"]
+                details[row.id] = event.detail
     return details
 
 
-def _task_entry(row: dict[str, Any], ctx: ExplainContext) -> dict[str, Any]:
-    return {"id": row["id"], "repo": row["repo"], "title": row["title"],
-            "stage": row["stage"], "state": row["state"], "round": row["round"],
-            "paused": bool(row["paused_at"]), "pause_reason": row["pause_reason"],
-            "hold_reason": row["hold_reason"], "age_s": _whole(age_s(row["created_at"], ctx.now)),
+def _task_entry(row: Task, ctx: ExplainContext) -> dict[str, Any]:
+    return {"id": row.id, "repo": row.repo, "title": row.title,
+            "stage": row.stage, "state": str(row.state), "round": row.round,
+            "paused": row.paused, "pause_reason": row.pause_reason,
+            "hold_reason": row.hold_reason, "age_s": _whole(age_s(row.created_at, ctx.now)),
             "reason": explain(row, ctx)}
 
 
-def _running_entry(job: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {"job": job["id"], "task": job["task_id"], "stage": job["stage"],
-            "runner": job["runner"], "pid": job["pid"],
-            "age_s": _whole(age_s(job["started_at"], now)),
-            "heartbeat_age_s": _whole(age_s(job["heartbeat_at"], now))}
+def _running_entry(job: Job, now: datetime) -> dict[str, Any]:
+    return {"job": job.id, "task": job.task_id, "stage": job.stage,
+            "runner": job.runner, "pid": job.pid,
+            "age_s": _whole(age_s(job.started_at, now)),
+            "heartbeat_age_s": _whole(age_s(job.heartbeat_at, now))}
 
 
 def _whole(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds)
-
-
-# --------------------------------------------------------------------------- logs
-
-def find_run(settings: Settings, db: Database, job_id: int, run_id: int | None = None
-             ) -> tuple[dict[str, Any], Path]:
-    """A job's run (the newest by default) and its log file; NotFoundError (exit 3) if none."""
-    job = jobs_state.get(db, job_id)
-    if job is None:
-        raise NotFoundError(f"no such job: {job_id}")
-    run = views.job_run(db, job_id, run_id)
-    if run is None:
-        if run_id is not None:
-            raise NotFoundError(f"job {job_id} has no run {run_id} (see orch task show "
-                                f"{job['task_id']})")
-        raise NotFoundError(f"job {job_id} has no run yet (it is {job['status']})")
-    text = run["log_path"] or str(logs_dir(settings) / f"job-{job_id}-run-{run['id']}.log")
-    path = Path(text)
-    return run, path if path.is_absolute() else settings.home / path
-
-
-def run_finished(db: Database, job_id: int, run_id: int) -> bool:
-    """True once a run has ended (its row says so, or the job moved on from it)."""
-    run = views.job_run(db, job_id, run_id)
-    job = jobs_state.get(db, job_id)
-    return run is None or job is None or run["finished_at"] is not None \
-        or job["status"] != "running" or job["run_id"] != run_id
-
-
-class LogReader:
-    """Reads a log file from where it last stopped, decoding UTF-8 across chunk edges."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def read_new(self) -> str:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return ""
-        self.offset += len(data)
-        return self._decoder.decode(data)
-
-
-def print_log(settings: Settings, db: Database, job_id: int, run_id: int | None,
-              write: Callable[[str], None], *, follow: bool = False, poll_s: float = 0.5
-              ) -> None:
-    """Write a run's log; with `follow`, keep writing what is appended until the run ends."""
-    run, path = find_run(settings, db, job_id, run_id)
-    if not follow and not path.is_file():
-        raise NotFoundError(f"{path}: the log of job {job_id} run {run['id']} is gone "
-                            "(orch gc removes the logs of closed tasks)")
-    reader = LogReader(path)
-    while True:
-        finished = not follow or run_finished(db, job_id, run["id"])
-        text = reader.read_new()
-        if text:
-            write(text)
-        if finished:
-            return
-        time.sleep(poll_s)

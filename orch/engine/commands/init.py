@@ -1,4 +1,4 @@
-"""The home directory: `orch init`, and opening settings + state for a command."""
+"""`orch init`: the home, its commented orch.yaml and its database; opening the state."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orch.config import CONFIG_FILE, Settings, load_settings
+from orch.config import Settings, load_settings
 from orch.errors import RefusedError, UsageError
+from orch.home import HOME_DIRS, Home
 from orch.state.db import Database
 from orch.state.schema import open_database
 
 REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-HOME_DIRS = ("tasks", "worktrees", "logs")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def parse_repo_option(text: str) -> tuple[str, Path]:
 
 
 def packaged_config_text() -> str:
-    return (Path(__file__).resolve().parent.parent / "data" / "orch.yaml").read_text("utf-8")
+    return (Path(__file__).resolve().parents[2] / "data" / "orch.yaml").read_text("utf-8")
 
 
 def render_config(repos: list[tuple[str, Path]]) -> str:
@@ -57,7 +57,7 @@ def init_home(home: Path, repo_options: list[str]) -> InitResult:
     names = [name for name, _ in repos]
     if len(set(names)) != len(names):
         raise UsageError("--repo: the same repo name is given twice")
-    config = home / CONFIG_FILE
+    config = Home(home).config_file
     if config.exists() and repos:
         raise RefusedError(f"{config} exists and orch never rewrites it: add the repos "
                            "under `repos:` in that file instead")

@@ -21,6 +21,7 @@ from typing import Any
 from orch.config import RepoConfig, Settings
 from orch.errors import NotFoundError, UsageError
 from orch.runners.test_runner import TestOutcome, TestSettings
+from orch.state.records import Task
 
 
 @dataclass(frozen=True)
@@ -88,22 +89,21 @@ def plan_test_run(settings: Settings, request: TestRunRequest) -> TestRunPlan:
 
 def _plan_for_task(settings: Settings, request: TestRunRequest) -> TestRunPlan:
     from orch.artifacts import TEST_REPORT_FILE
-    from orch.engine.common import artifacts_dir, worktree_dir
 
     assert request.task_id is not None
     task = _find_task(settings, request.task_id)
-    repo = settings.repo(task["repo"])
-    worktree = worktree_dir(settings, repo.name, task["id"])
+    repo = settings.repo(task.repo)
+    worktree = settings.paths.worktree(repo.name, task.id)
     if request.path is None and not worktree.is_dir():
-        raise UsageError(f"task {task['id']} has no worktree at {worktree} (it has not "
+        raise UsageError(f"task {task.id} has no worktree at {worktree} (it has not "
                          "started yet, or orch gc removed it); give a PATH")
     workdir = _existing_dir(request.path) if request.path is not None else worktree
-    report = request.report or artifacts_dir(settings, task["id"]) / TEST_REPORT_FILE
-    return TestRunPlan(workdir, runner_settings(repo), f"task {task['id']} (repo {repo.name})",
+    report = request.report or settings.paths.artifacts(task.id) / TEST_REPORT_FILE
+    return TestRunPlan(workdir, runner_settings(repo), f"task {task.id} (repo {repo.name})",
                        report, use_home_env=True)
 
 
-def _find_task(settings: Settings, task_id: int) -> dict[str, Any]:
+def _find_task(settings: Settings, task_id: int) -> Task:
     """The task row; exit 3 when the home has no database or no such task."""
     from orch.state import tasks
     from orch.state.schema import open_database
@@ -172,11 +172,11 @@ def _with_overrides(plan: TestRunPlan, request: TestRunRequest) -> TestRunPlan:
 
 def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
     """Plan the run, run the tests (then the smoke commands), write the report if asked."""
-    from orch.engine.common import run_env
+    from orch.agents import run_environment
     from orch.runners.test_runner import run_tests
 
     plan = plan_test_run(settings, request)
-    env = run_env(settings, {}) if plan.use_home_env else None
+    env = run_environment(settings, {}) if plan.use_home_env else None
     outcome = run_tests(plan.workdir, plan.settings, report_path=None, env=env,
                         grace_s=settings.cancel_grace_s)
     if plan.report is not None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.config import CONFIG_FILE, DB_FILE, RepoConfig, Settings
+from orch.config import RepoConfig, Settings
 from orch.errors import OrchError
-from orch.pipeline import Pipeline
+from orch.home import CONFIG_FILE, DB_FILE
+from orch.machine import Pipeline
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TICK_STALE_S = 300  # a tick older than this: cron seems not to run
@@ -109,10 +110,10 @@ def _check_pipeline(settings: Settings, add: Add) -> Pipeline | None:
 
 
 def _check_env_file(settings: Settings, add: Add) -> dict[str, str]:
-    """The environment agents and runners get (os.environ + env_file), checking env_file."""
+    """The environment agents and runners get (orch's own + env_file), checking env_file."""
     from orch.agents import read_env_file
 
-    env = dict(os.environ)
+    env = dict(settings.environ)
     if settings.env_file is None:
         return env
     try:
@@ -129,10 +130,7 @@ def _check_env_file(settings: Settings, add: Add) -> dict[str, str]:
 
 def _check_database(path: Path, add: Add) -> tuple[bool, str | None]:
     """Check the state file; returns (readable, last_tick_at)."""
-    import sqlite3
-
-    from orch.state import counters, health
-    from orch.state.db import Database
+    from orch.state.health import inspect_file
 
     if not path.exists():
         add(Check("database", FAIL, f"no database at {path} (run orch init)"))
@@ -141,21 +139,13 @@ def _check_database(path: Path, add: Add) -> tuple[bool, str | None]:
         add(Check("database", FAIL, f"{path} is a directory, not a database"))
         return False, None
     try:
-        db = Database(path)
-    except (OrchError, sqlite3.Error) as exc:
-        add(Check("database", FAIL, f"{path}: cannot open: {exc}"))
+        health = inspect_file(path)
+    except OrchError as exc:
+        add(Check("database", FAIL, str(exc)))
         return False, None
-    try:
-        check = database_check(path, health.integrity_problems(db), health.user_version(db),
-                               health.journal_mode(db))
-        tick = counters.get_meta(db, "last_tick_at") if health.has_table(db, "meta") else None
-    except (OrchError, sqlite3.Error) as exc:
-        add(Check("database", FAIL, f"{path}: {exc}"))
-        return False, None
-    finally:
-        db.close()
+    check = database_check(path, list(health.problems), health.version, health.journal_mode)
     add(check)
-    return check.status != FAIL, tick
+    return check.status != FAIL, health.last_tick_at
 
 
 def database_check(path: Path, problems: list[str], version: int, mode: str) -> Check:
@@ -239,10 +229,9 @@ def _check_repos(settings: Settings, add: Add) -> None:
 def repo_check(repo: RepoConfig) -> Check:
     """fail when the repo is unavailable or its default branch is missing."""
     from orch import gitops
-    from orch.engine.common import repo_unavailable
 
     name = f"repo {repo.name}"
-    reason = repo_unavailable(repo)
+    reason = gitops.repo_problem(repo)
     if reason is not None:
         return Check(name, FAIL, reason)
     try:
@@ -265,8 +254,7 @@ def needed_roles(settings: Settings, pipeline: Pipeline) -> dict[str, list[str]]
     """{role: [stages]} for every agent the pipeline runs (tester when the runner is off)."""
     roles: dict[str, list[str]] = {}
     for stage in pipeline.stages:
-        tester = stage.runner == "test-runner" and not settings.flags.test_runner_enabled
-        if (stage.runner == "agent" or tester) and stage.role:
+        if stage.runs_agent and stage.role:
             roles.setdefault(stage.role, []).append(stage.name)
     return roles
 
@@ -309,8 +297,7 @@ def _program_check(name: str, program: str, env: Mapping[str, str], what: str) -
 def _check_tests(settings: Settings, pipeline: Pipeline, env: dict[str, str],
                  add: Add) -> None:
     """The test command of each repo, when the pipeline runs the test-runner."""
-    if not settings.flags.test_runner_enabled or \
-            not any(stage.runner == "test-runner" for stage in pipeline.stages):
+    if not any(stage.job_runner == "test-runner" for stage in pipeline.stages):
         return
     for repo in settings.repos.values():
         add(check_test_command(repo, env))

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from orch.config import Settings
 from orch.errors import NotFoundError, OrchError, RefusedError
-from orch.pipeline import Pipeline
-from orch.state import counters, events, repos, tasks
-from orch.state import jobs as jobs_state
+from orch.machine import Pipeline
+from orch.model import JobStatus, TaskState
+from orch.state import counters, events, jobs, repos, runs, tasks
 from orch.state.db import Database
+from orch.state.records import Job, Run, Task
 from orch.timeutil import now_iso
 
 
@@ -37,12 +38,12 @@ def apply_each(ids: Iterable[int], action: Callable[[int], str]) -> list[ActionR
     return results
 
 
-def _open_task(db: Database, task_id: int, verb: str) -> dict:
+def _open_task(db: Database, task_id: int, verb: str) -> Task:
     task = tasks.get(db, task_id)
     if task is None:
         raise NotFoundError(f"no such task: {task_id}")
-    if task["state"] == "closed":
-        raise RefusedError(f"task {task_id} is closed ({task['stage']}): cannot {verb} it")
+    if task.closed:
+        raise RefusedError(f"task {task_id} is closed ({task.stage}): cannot {verb} it")
     return task
 
 
@@ -50,17 +51,17 @@ def pause(db: Database, task_id: int, reason: str | None) -> str:
     """Park a task: state kept, no new job; the slot goes once no job runs."""
     with db.transaction():
         task = _open_task(db, task_id, "pause")
-        if task["paused_at"]:
-            return f"task {task_id}: already paused ({task['pause_reason'] or 'no reason'})"
+        if task.paused:
+            return f"task {task_id}: already paused ({task.pause_reason or 'no reason'})"
         text = reason or "paused by operator"
-        running = jobs_state.open_job(db, task_id)
-        release = not (running and running["status"] == "running")
+        running = jobs.open_job(db, task_id)
+        release = not (running and running.status == JobStatus.RUNNING)
         changes: dict[str, object] = {"paused_at": now_iso(), "pause_reason": text}
         if release:
-            changes["admitted"] = 0
+            changes["admitted"] = False
         tasks.update(db, task_id, expect={"paused_at": None}, **changes)
         events.record(db, "paused", f"{text}" + ("; slot released" if release and
-                                                 task["admitted"] else ""), task_id=task_id)
+                                                 task.admitted else ""), task_id=task_id)
     return f"task {task_id}: paused"
 
 
@@ -68,16 +69,16 @@ def resume(db: Database, task_id: int) -> str:
     """Clear a pause; needs_input goes back to active; a released slot means waiting."""
     with db.transaction():
         task = _open_task(db, task_id, "resume")
-        if not task["paused_at"] and task["state"] != "needs_input":
+        if not task.paused and task.state != TaskState.NEEDS_INPUT:
             return f"task {task_id}: not paused"
-        state = task["state"]
-        if state == "needs_input":
-            state = "active"
-        if not task["admitted"] and state == "active":
-            state = "waiting"
-        tasks.update(db, task_id, expect={"state": task["state"]}, paused_at=None,
+        state = task.state
+        if state == TaskState.NEEDS_INPUT:
+            state = TaskState.ACTIVE
+        if not task.admitted and state == TaskState.ACTIVE:
+            state = TaskState.WAITING
+        tasks.update(db, task_id, expect={"state": task.state}, paused_at=None,
                      pause_reason=None, state=state)
-        events.record(db, "resumed", f"state {task['state']} -> {state}", task_id=task_id)
+        events.record(db, "resumed", f"state {task.state} -> {state}", task_id=task_id)
     return f"task {task_id}: resumed ({state})"
 
 
@@ -85,15 +86,16 @@ def retry(db: Database, task_id: int) -> str:
     """Return a held task to work with fresh attempts (the enqueue phase makes its job)."""
     with db.transaction():
         task = _open_task(db, task_id, "retry")
-        if task["state"] != "held":
-            raise RefusedError(f"task {task_id} is {task['state']}, not held: nothing to retry")
-        open_job = jobs_state.open_job(db, task_id)
+        if task.state != TaskState.HELD:
+            raise RefusedError(f"task {task_id} is {task.state}, not held: nothing to retry")
+        open_job = jobs.open_job(db, task_id)
         if open_job is not None:
-            jobs_state.close(db, open_job["id"], status="cancelled", verdict=None,
-                             expect_status=("queued",), error="closed by orch retry")
-        state = "active" if task["admitted"] else "waiting"
-        tasks.update(db, task_id, expect={"state": "held"}, state=state, hold_reason=None)
-        events.record(db, "retried", f"hold lifted ({task['hold_reason']}); {state}",
+            jobs.close(db, open_job.id, status=JobStatus.CANCELLED, verdict=None,
+                       expect_status=(JobStatus.QUEUED,), error="closed by orch retry")
+        state = TaskState.ACTIVE if task.admitted else TaskState.WAITING
+        tasks.update(db, task_id, expect={"state": TaskState.HELD}, state=state,
+                     hold_reason=None, hold_kind=None)
+        events.record(db, "retried", f"hold lifted ({task.hold_reason}); {state}",
                       task_id=task_id)
     return f"task {task_id}: retried ({state})"
 
@@ -102,32 +104,33 @@ def cancel(settings: Settings, db: Database, task_id: int) -> str:
     """End a task; its running job's process group is terminated."""
     with db.transaction():
         task = _open_task(db, task_id, "cancel")
-        job = jobs_state.open_job(db, task_id)
+        job = jobs.open_job(db, task_id)
         run = None
         if job is not None:
-            if job["status"] == "running" and job["run_id"]:
-                run = jobs_state.get_run(db, job["run_id"])
-                jobs_state.end_run(db, job["run_id"], "cancelled", "task cancelled")
-            jobs_state.close(db, job["id"], status="cancelled", verdict=None,
-                             expect_status=("queued", "running"), error="task cancelled")
-        tasks.update(db, task_id, expect={"state": task["state"]}, stage="cancelled",
-                     state="closed", admitted=0)
+            if job.status == JobStatus.RUNNING and job.run_id:
+                run = runs.get(db, job.run_id)
+                runs.end(db, job.run_id, "cancelled", "task cancelled")
+            jobs.close(db, job.id, status=JobStatus.CANCELLED, verdict=None,
+                       expect_status=(JobStatus.QUEUED, JobStatus.RUNNING),
+                       error="task cancelled")
+        tasks.update(db, task_id, expect={"state": task.state}, stage="cancelled",
+                     state=TaskState.CLOSED, admitted=False)
         counters.bump(db, "tasks_cancelled_total")
-        events.record(db, "cancelled", f"cancelled at stage {task['stage']}",
-                      task_id=task_id, job_id=job["id"] if job else None)
-    if job is not None and job["status"] == "running":
+        events.record(db, "cancelled", f"cancelled at stage {task.stage}",
+                      task_id=task_id, job_id=job.id if job else None)
+    if job is not None and job.status == JobStatus.RUNNING:
         _kill_run(settings, job, run)
     return f"task {task_id}: cancelled"
 
 
-def _kill_run(settings: Settings, job: dict, run: dict | None) -> None:
+def _kill_run(settings: Settings, job: Job, run: Run | None) -> None:
     """Terminate what runs for a cancelled job on this machine (never a reused pid)."""
     from orch import procs
 
-    if job["boot_id"] != procs.boot_id() or job["host"] != procs.hostname():
+    if not procs.Identity.here().is_local(job.host, job.boot_id):
         return
-    if run is not None and run.get("pgid"):
-        procs.kill_group(int(run["pgid"]), run.get("pgid_started"), settings.cancel_grace_s)
+    if run is not None and run.pgid:
+        procs.kill_group(int(run.pgid), run.pgid_started, settings.cancel_grace_s)
 
 
 def freeze(db: Database, names: list[str], frozen: bool) -> list[str]:
@@ -142,17 +145,18 @@ def freeze(db: Database, names: list[str], frozen: bool) -> list[str]:
 def approve_or_reject(settings: Settings, pipeline: Pipeline, db: Database, task_id: int,
                       approve: bool, reason: str | None = None) -> str:
     """Answer a `human` stage at once: PASS, or FAIL to its on_fail stage."""
-    from orch.engine.moves import Engine, apply_human
+    from orch.engine.context import Engine
+    from orch.engine.moves import answer_human
     from orch.engine.tick import send_notes
 
     verb = "approve" if approve else "reject"
     engine = Engine(settings, pipeline, db)
     with db.transaction():
         task = _open_task(db, task_id, verb)
-        stage = pipeline.get(task["stage"])
-        if stage is None or stage.runner != "human" or task["state"] != "needs_input":
+        stage = pipeline.get(task.stage)
+        if stage is None or not stage.is_human or task.state != TaskState.NEEDS_INPUT:
             raise RefusedError(f"task {task_id} is not waiting at a human stage "
-                               f"(stage {task['stage']}, state {task['state']})")
-        message = apply_human(engine, task, approve, reason or "approved by operator")
+                               f"(stage {task.stage}, state {task.state})")
+        message = answer_human(engine, task, approve, reason or "approved by operator")
     send_notes(engine)
     return f"task {task_id}: {message}"

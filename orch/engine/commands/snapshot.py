@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.config import DB_FILE, Settings
-from orch.engine.common import artifacts_dir
+from orch.config import Settings
 from orch.errors import RefusedError
-from orch.state import maint, tasks
+from orch.home import DB_FILE
+from orch.state import tasks
 from orch.state.db import Database
 from orch.timeutil import now_iso
 
@@ -57,8 +57,8 @@ def make_snapshot(settings: Settings, db: Database, target: Path, *,
     created = now_iso()
     with tempfile.TemporaryDirectory(prefix="orch-snapshot-") as scratch:
         copy = Path(scratch) / DB_FILE
-        schema = maint.backup_to(db, copy)
-        open_ids = tuple(int(task["id"]) for task in tasks.open_tasks(db))
+        schema = _backup(db, copy)
+        open_ids = tuple(task.id for task in tasks.open_tasks(db))
         manifest = _manifest(settings, schema, created, open_ids)
         tmp = _temp_next_to(target)
         try:
@@ -97,7 +97,7 @@ def _pack(tmp: Path, db_copy: Path, manifest: dict[str, Any], settings: Settings
         archive.addfile(info, io.BytesIO(data))
         archive.add(db_copy, arcname=DB_FILE)
         for task_id in open_ids:
-            folder = artifacts_dir(settings, task_id)
+            folder = settings.paths.artifacts(task_id)
             if not folder.is_dir():
                 continue
             for path in sorted(folder.rglob("*")):
@@ -140,3 +140,12 @@ def _discard(tmp: Path) -> None:
         tmp.unlink()
     except FileNotFoundError:
         pass
+
+
+def _backup(db: Database, target: Path) -> int:
+    """The backend's consistent copy of the state into TARGET (SQLite's backup API)."""
+    backup = getattr(db, "backup_to", None)
+    if backup is None:
+        raise RefusedError(f"orch snapshot copies a SQLite state; {db.location} is "
+                           f"{db.dialect}: use its own backup tool")
+    return int(backup(target))

@@ -1,10 +1,11 @@
 """One tick: sanitize, reap, advance, admit, enqueue, claim (SPEC section 5).
 
-Each phase reads top to bottom as one call. A task or job that raises is
-recorded (an `error` event and the `errors` list) and skipped; the tick goes
-on. `--dry-run` runs the same code inside one transaction that is rolled
-back, with every outside effect (kills, spawns, inline runs, notifications)
-switched off, so it reports what the tick would do and writes nothing.
+Each phase is one module of this package and reads top to bottom as one
+call. A task or job that raises is recorded (an `error` event and the
+`errors` list) and skipped; the tick goes on. `--dry-run` runs the same code
+inside one transaction that is rolled back, with every outside effect
+(kills, spawns, inline runs, notifications) switched off, so it reports what
+the tick would do and writes nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orch.config import Settings
-from orch.engine.common import Identity, unavailable_repos
-from orch.engine.moves import Engine
-from orch.pipeline import Pipeline
-from orch.state import counters
+from orch.engine.context import Engine
+from orch.machine import Pipeline
 from orch.state.db import Database
-from orch.timeutil import now_iso
 
 
 @dataclass
@@ -50,7 +48,7 @@ def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims
              dry_run: bool = False) -> TickReport:
     """Run every phase once; returns what happened (or, dry, what would)."""
     engine = Engine(settings, pipeline, db, dry_run=dry_run)
-    report = TickReport()
+    report = TickReport(advanced=engine.advanced, errors=engine.errors)
     if not dry_run:
         _phases(engine, report, max_claims)
         send_notes(engine)
@@ -65,29 +63,36 @@ def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims
 
 
 def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
-    from orch.engine import admission, reaper
-    from orch.engine.advance import advance_all
-    from orch.engine.launch import claim_and_start
+    from orch.engine.tick import admit, advance, claim, enqueue, reap, sanitize
+    from orch.procs import Identity
+    from orch.state import counters
+    from orch.timeutil import now_iso
 
     here = Identity.here()
-    report.sanitized = reaper.sanitize(engine)
-    report.reaped = reaper.reap(engine, here, report.errors)
-    advance_all(engine, report.errors)
-    unavailable = unavailable_repos(engine.settings, _open_repos(engine))
-    admission.lift_day_budget_holds(engine, report.errors)
-    report.admitted = admission.admit(engine, unavailable, report.errors)
-    report.enqueued = admission.enqueue(engine, unavailable, report.errors)
-    report.claimed = claim_and_start(engine, here, max_claims, unavailable, report.errors)
-    report.advanced = engine.advanced
+    report.sanitized = sanitize.sanitize(engine)
+    report.reaped = reap.reap(engine, here)
+    advance.advance_all(engine)
+    unavailable = engine_unavailable_repos(engine)
+    admit.lift_day_budget_holds(engine)
+    report.admitted = admit.admit(engine, unavailable)
+    report.enqueued = enqueue.enqueue(engine, unavailable)
+    report.claimed = claim.claim_and_start(engine, here, max_claims, unavailable)
     with engine.db.transaction():
         counters.bump(engine.db, "ticks_total")
         counters.set_meta(engine.db, "last_tick_at", now_iso())
 
 
-def _open_repos(engine: Engine) -> set[str]:
+def engine_unavailable_repos(engine: Engine) -> dict[str, str]:
+    """{repo: why} for the repos with open tasks that can't be used right now."""
+    from orch.gitops import repo_problem
     from orch.state import tasks
 
-    return tasks.open_repos(engine.db)
+    result = {}
+    for name in tasks.open_repos(engine.db):
+        reason = repo_problem(engine.settings.repos.get(name))
+        if reason:
+            result[name] = reason
+    return result
 
 
 def send_notes(engine: Engine) -> None:

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from orch.config import RepoConfig, Settings
-from orch.engine.common import logs_dir, repo_lock, repo_unavailable, worktree_dir
 from orch.state import events, maint
 from orch.state.db import Database
+from orch.state.records import Task
 from orch.timeutil import to_iso
 
 
@@ -117,13 +117,13 @@ def run_gc(settings: Settings, db: Database, *, older_than_days: int | None = No
     return report
 
 
-def _collect(settings: Settings, db: Database, task: dict[str, Any], cutoff: str,
+def _collect(settings: Settings, db: Database, task: Task, cutoff: str,
              force: bool, dry_run: bool) -> TaskGc:
     from orch.gitops import GitError
 
-    item = TaskGc(id=int(task["id"]), repo=str(task["repo"]), stage=str(task["stage"]),
-                  updated_at=str(task["updated_at"]), branch=task["branch"])
-    if task["state"] != "closed" or maint.has_open_job(db, item.id):
+    item = TaskGc(id=int(task.id), repo=str(task.repo), stage=str(task.stage),
+                  updated_at=str(task.updated_at), branch=task.branch)
+    if not task.closed or maint.has_open_job(db, item.id):
         item.worktree = item.branch_action = "skipped"  # never race a run or an open task
         item.note = "the task is open or a job of it is still queued or running"
         return item
@@ -145,17 +145,19 @@ def _collect(settings: Settings, db: Database, task: dict[str, Any], cutoff: str
     return item
 
 
-def _git_cleanup(settings: Settings, task: dict[str, Any], item: TaskGc, force: bool,
+def _git_cleanup(settings: Settings, task: Task, item: TaskGc, force: bool,
                  dry_run: bool) -> None:
     """Worktree, then branch (a branch checked out in its worktree can't be deleted)."""
     repo = settings.repos.get(item.repo)
-    reason = repo_unavailable(repo)
+    from orch.gitops import repo_problem
+
+    reason = repo_problem(repo)
     if reason or repo is None:
         item.worktree = item.branch_action = "skipped"
         item.note = reason or "repo is not in orch.yaml"
         return
-    with repo_lock(settings, item.repo):  # a tick may be adding a worktree of this repo
-        item.worktree = _worktree(repo, worktree_dir(settings, item.repo, item.id), dry_run)
+    with settings.paths.repo_lock(item.repo):  # a tick may be adding a worktree of it
+        item.worktree = _worktree(repo, settings.paths.worktree(item.repo, item.id), dry_run)
         if item.worktree == "kept":
             item.note = "the worktree directory is not a git worktree of the repo; left in place"
         item.branch_action, note = _branch(repo, task, force, dry_run)
@@ -175,12 +177,12 @@ def _worktree(repo: RepoConfig, path: Path, dry_run: bool) -> str:
     return "kept" if path.exists() else "removed"
 
 
-def _branch(repo: RepoConfig, task: dict[str, Any], force: bool, dry_run: bool
+def _branch(repo: RepoConfig, task: Task, force: bool, dry_run: bool
             ) -> tuple[str, str]:
     """(action, note) for the task branch: the SPEC's rule on unmerged commits."""
     from orch import gitops
 
-    branch = task["branch"]
+    branch = task.branch
     if not branch:
         return "none", ""
     try:
@@ -188,7 +190,7 @@ def _branch(repo: RepoConfig, task: dict[str, Any], force: bool, dry_run: bool
     except gitops.GitError:
         return "absent", ""
     ahead = gitops.commits_beyond_default(repo.path, branch, repo.default_branch)
-    cancelled = task["stage"] == "cancelled"
+    cancelled = task.stage == "cancelled"
     if ahead and not (cancelled and force):
         hint = " (cancelled task: --force deletes it)" if cancelled else ""
         return "kept", f"branch has {ahead} commit(s) not on {repo.default_branch}{hint}"
@@ -206,7 +208,7 @@ def _log_files(settings: Settings, db: Database, task_id: int) -> list[Path]:
     Job ids rather than runs rows, so files a crash left after their rows
     were deleted are still found.
     """
-    directory = logs_dir(settings)
+    directory = settings.paths.logs
     if not directory.is_dir():
         return []
     found: list[Path] = []

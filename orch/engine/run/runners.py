@@ -1,0 +1,112 @@
+"""The inline runners as the tick runs them: each builds its inputs from the task and
+calls the runner module (`orch.runners.*`), returning (exit code, run outcome, error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orch.engine.context import Engine
+from orch.engine.run.inline import OnStart
+from orch.model import RunOutcome
+from orch.state import runs
+from orch.state.records import Job, Run, Task
+
+RunResult = tuple[int | None, str, str | None]
+COMMAND_TIMEOUT_S = 3600.0
+
+
+def dispatch(engine: Engine, task: Task, job: Job, run: Run, on_start: OnStart) -> RunResult:
+    """Run the job's runner to its end."""
+    from orch.agents import run_environment, run_vars
+
+    env = run_environment(engine.settings, run_vars(
+        engine.home, task_id=task.id, repo=task.repo, stage=job.stage, round_no=task.round,
+        job_id=job.id, run_id=run.id))
+    log = Path(run.log_path or engine.home.log(job.id, run.id))
+    if job.runner == "test-runner":
+        return _test(engine, task, env, log, on_start)
+    if job.runner == "staging-runner":
+        return _staging(engine, task, job, env, log, on_start)
+    if job.runner == "merge":
+        return _merge(engine, task, log)
+    if job.runner == "command":
+        return _command(engine, task, job, env, log, on_start)
+    return None, RunOutcome.FAILED, f"runner {job.runner!r} cannot run inline"
+
+
+def _test(engine: Engine, task: Task, env: dict[str, str], log: Path,
+          on_start: OnStart) -> RunResult:
+    from orch.artifacts import TEST_REPORT_FILE
+    from orch.engine.commands.testrun import runner_settings
+    from orch.runners.test_runner import run_tests
+
+    settings = runner_settings(engine.settings.repo(task.repo))  # the same as orch test-run
+    outcome = run_tests(engine.home.worktree(task.repo, task.id), settings,
+                        report_path=engine.home.artifacts(task.id) / TEST_REPORT_FILE,
+                        env=env, log_path=log, on_start=on_start,
+                        grace_s=engine.settings.cancel_grace_s)
+    return outcome.meta.get("exit_code"), RunOutcome.SUCCEEDED, _reason(outcome.meta)
+
+
+def _staging(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,
+             on_start: OnStart) -> RunResult:
+    from orch import gitops
+    from orch.artifacts import STAGING_REPORT_FILE
+    from orch.runners.staging import StagingSettings, run_staging
+
+    config = engine.settings.repo(task.repo).staging
+    if config is None:
+        return None, RunOutcome.FAILED, "repo has no staging section"
+    worktree = engine.home.worktree(task.repo, task.id)
+    values = {"commit": gitops.head_commit(worktree), "branch": task.branch or "",
+              "task_id": str(task.id)}
+    result = run_staging(
+        StagingSettings(container=config.container, command=config.command, host=config.host,
+                        timeout_s=config.timeout_s, transient_retries=config.transient_retries),
+        exec_host_side=engine.settings.flags.staging_runner_exec_host_side, values=values,
+        cwd=worktree, attempt=runs.count_for_job(engine.db, job.id),
+        report_path=engine.home.artifacts(task.id) / STAGING_REPORT_FILE,
+        env=env, log_path=log, on_start=on_start, grace_s=engine.settings.cancel_grace_s)
+    return result.exit_code, RunOutcome.SUCCEEDED, f"staging {result.outcome}"
+
+
+def _merge(engine: Engine, task: Task, log: Path) -> RunResult:
+    from orch.artifacts import MERGE_REPORT_FILE
+    from orch.runners.merge import run_merge
+
+    repo = engine.settings.repo(task.repo)
+    with engine.home.repo_lock(task.repo):  # it prunes and may re-add the worktree
+        result = run_merge(repo.path, engine.home.worktree(task.repo, task.id),
+                           task.branch or "", repo.default_branch, push=repo.push,
+                           report_path=engine.home.artifacts(task.id) / MERGE_REPORT_FILE,
+                           log_path=log)
+    return 0, RunOutcome.SUCCEEDED, f"merge {result.result}: {result.reason}"[:500]
+
+
+def _command(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,
+             on_start: OnStart) -> RunResult:
+    from orch import procs
+    from orch.agents import render_argv
+
+    stage = engine.pipeline.get(job.stage)
+    assert stage is not None
+    worktree = engine.home.worktree(task.repo, task.id)
+    values = {"prompt": "", "prompt_file": "", "task_id": str(task.id), "stage": job.stage,
+              "round": str(task.round), "artifacts": str(engine.home.artifacts(task.id)),
+              "worktree": str(worktree)}
+    result = procs.run_in_group(render_argv(stage.command, values), cwd=worktree, env=env,
+                                timeout_s=COMMAND_TIMEOUT_S, log_path=log, on_start=on_start,
+                                grace_s=engine.settings.cancel_grace_s)
+    if result.start_error:
+        return None, RunOutcome.FAILED, result.start_error
+    if result.timed_out:
+        return result.exit_code, RunOutcome.TIMEOUT, "command timed out"
+    if result.exit_code == 0:
+        return 0, RunOutcome.SUCCEEDED, None
+    return result.exit_code, RunOutcome.FAILED, f"exit {result.exit_code}"
+
+
+def _reason(meta: dict[str, Any]) -> str | None:
+    reason = meta.get("reason")
+    return f"{meta.get('result')}: {reason}" if reason else None

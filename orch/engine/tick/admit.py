@@ -1,0 +1,143 @@
+"""Phase 4, admit: the serial gate (SPEC sections 4 (invariant 5), 5.4 and 7).
+
+`choose_admissions` is pure over task rows: per repo, FIFO by priority then
+id, `max_active` slots; paused tasks are skipped and do not block; held and
+needs-input tasks that are not paused keep their slot; a paused task keeps
+its slot only while its job still runs. Each repo is admitted in one write
+transaction, so overlapping ticks never exceed max_active.
+"""
+
+from __future__ import annotations
+
+from orch import machine
+from orch.engine.context import Engine, isolate
+from orch.engine.moves import carry_out
+from orch.model import HoldKind, TaskState
+from orch.state import events, jobs, repos, tasks
+from orch.state.records import Task
+from orch.timeutil import utc_day_start
+
+
+def occupies_slot(task: Task, running_tasks: set[int]) -> bool:
+    """An admitted task holds a slot unless it is paused with no running job."""
+    if not task.admitted or task.closed:
+        return False
+    return not task.paused or task.id in running_tasks
+
+
+def choose_admissions(open_tasks: list[Task], max_active: int, *, gate_enabled: bool,
+                      frozen: bool, running_tasks: set[int]) -> list[int]:
+    """Ids of the waiting tasks of one repo to admit now, in FIFO order."""
+    if frozen:
+        return []
+    ordered = sorted(open_tasks, key=lambda t: (-t.priority, t.id))
+    candidates = [t.id for t in ordered if t.state == TaskState.WAITING and not t.paused]
+    if not gate_enabled:
+        return candidates
+    used = sum(1 for t in ordered if occupies_slot(t, running_tasks))
+    return candidates[:max(0, max_active - used)]
+
+
+def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
+    """Release the slots of paused tasks with no running job, then admit per repo."""
+    db = engine.db
+    by_repo: dict[str, list[Task]] = {}
+    for row in tasks.open_tasks(db):
+        if _hold_if_stage_gone(engine, row):
+            continue
+        by_repo.setdefault(row.repo, []).append(row)
+    frozen = repos.frozen_repos(db)
+    running = {job.task_id for job in jobs.running(db)}
+    busy = [repo for repo, rows in by_repo.items() if repo not in unavailable
+            and _repo_has_work(engine, repo, rows, repo in frozen, running)]
+
+    def admit_repo(repo: str) -> list[int]:
+        try:
+            with db.transaction():
+                return _admit_repo(engine, repo, frozen=repo in frozen)
+        except Exception as exc:
+            raise RuntimeError(f"repo {repo}: {exc}") from exc
+
+    admitted: list[int] = []
+    for _, ids in isolate(engine, busy, admit_repo, lambda repo: (None, None)):
+        admitted += ids
+    return admitted
+
+
+def _hold_if_stage_gone(engine: Engine, task: Task) -> bool:
+    """A waiting or needs-input task whose stage left the pipeline is held, never dropped.
+
+    (Active tasks meet the same check when their next job is enqueued or started.)
+    """
+    if task.state not in (TaskState.WAITING, TaskState.NEEDS_INPUT) or \
+            engine.pipeline.get(task.stage) is not None:
+        return False
+    with engine.db.transaction():
+        fresh = tasks.get(engine.db, task.id)
+        if fresh is None or fresh.state != task.state or fresh.stage != task.stage:
+            return False
+        carry_out(engine, fresh, None, machine.enter(engine.pipeline, fresh.stage, fresh.round),
+                  "")
+    return True
+
+
+def _repo_has_work(engine: Engine, repo: str, rows: list[Task], frozen: bool,
+                   running: set[int]) -> bool:
+    """A cheap look outside any transaction: a slot to release or a task to admit?"""
+    if any(r.admitted and r.paused and r.id not in running for r in rows):
+        return True
+    config = engine.settings.repos.get(repo)
+    return bool(choose_admissions(rows, config.max_active if config else 1,
+                                  gate_enabled=engine.settings.flags.serial_gate_enabled,
+                                  frozen=frozen, running_tasks=running))
+
+
+def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
+    db = engine.db
+    rows = tasks.open_tasks(db, repo)  # re-read inside the transaction
+    running = {job.task_id for job in jobs.running(db)}
+    kept = []
+    for row in rows:
+        if row.admitted and row.paused and row.id not in running:
+            tasks.update(db, row.id, admitted=False)
+            events.record(db, "slot-released", "paused with no running job", task_id=row.id)
+            row = tasks.get(db, row.id) or row
+        kept.append(row)
+    config = engine.settings.repos.get(repo)
+    chosen = choose_admissions(kept, config.max_active if config else 1,
+                               gate_enabled=engine.settings.flags.serial_gate_enabled,
+                               frozen=frozen, running_tasks=running)
+    from orch.gitops import branch_name  # lazily: most ticks admit nothing
+
+    for task_id in chosen:
+        row = next(r for r in kept if r.id == task_id)
+        branch = row.branch or branch_name(task_id, row.title)
+        if tasks.update(db, task_id, expect={"state": TaskState.WAITING},
+                        state=TaskState.ACTIVE, admitted=True, branch=branch):
+            events.record(db, "admitted", f"serial gate admitted it to {repo} "
+                          f"(branch {branch})", task_id=task_id)
+    return chosen
+
+
+def lift_day_budget_holds(engine: Engine) -> list[int]:
+    """A hold for the day budget lifts itself on a later UTC day (a task hold does not)."""
+    today = utc_day_start()[:10]
+
+    def lift(task: Task) -> bool:
+        last = events.latest_for_task(engine.db, task.id, ("budget",))  # when it was held
+        held_on = (last.at if last else task.updated_at)[:10]
+        if held_on >= today:
+            return False
+        with engine.db.transaction():
+            state = TaskState.ACTIVE if task.admitted else TaskState.WAITING
+            if tasks.update(engine.db, task.id,
+                            expect={"state": TaskState.HELD, "hold_kind": HoldKind.BUDGET_DAY},
+                            state=state, hold_reason=None, hold_kind=None):
+                events.record(engine.db, "retried", f"day budget hold lifted on {today}; "
+                              f"{state}", task_id=task.id)
+                return True
+        return False
+
+    held = tasks.held_of_kind(engine.db, HoldKind.BUDGET_DAY)
+    return [task.id for task, lifted in isolate(engine, held, lift, lambda t: (t.id, None))
+            if lifted]

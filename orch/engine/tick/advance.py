@@ -1,0 +1,86 @@
+"""Phase 3, advance: each finished job's gate gives one verdict and the task moves.
+
+A run that did not finish normally never reaches the gate: a failed, timed
+out or hollow agent run is a RETRY, a deferred one a DEFER. Everything else
+is judged by the stage's gate over the artifacts (orch.gates, pure). The
+stage machine turns the verdict into a Move, which `orch.engine.moves`
+carries out.
+"""
+
+from __future__ import annotations
+
+from orch.engine.context import Engine, isolate
+from orch.engine.moves import apply_verdict
+from orch.machine import stage_gone_reason
+from orch.model import RunOutcome, Verdict
+from orch.state import jobs, runs, tasks
+from orch.state.records import Job, Run, Task
+from orch.timeutil import epoch_of
+
+RETRY_OUTCOMES = {RunOutcome.FAILED: "the run failed", RunOutcome.TIMEOUT: "the run timed out",
+                  RunOutcome.HOLLOW_SUCCESS: "the agent exited 0 but reported an error",
+                  RunOutcome.REAPED: "the run died", RunOutcome.CANCELLED: "the run was cancelled"}
+
+
+def advance_all(engine: Engine) -> None:
+    """Judge every finished, unjudged job; one that raises is recorded and skipped."""
+    for _ in isolate(engine, jobs.unjudged(engine.db), lambda job: judge_job(engine, job),
+                     lambda job: (job.task_id, job.id)):
+        pass
+
+
+def decide(engine: Engine, job: Job) -> tuple[Verdict, str]:
+    """The verdict for a finished job's latest run, with one line of why."""
+    from orch.gates import GateContext, run_gate
+
+    task = tasks.get(engine.db, job.task_id)
+    assert task is not None
+    stage = engine.pipeline.get(job.stage)
+    if stage is None:
+        return Verdict.HOLD, stage_gone_reason(job.stage)
+    run = runs.get(engine.db, job.run_id) if job.run_id else None
+    outcome = run.outcome if run else None
+    error = job.error or ""
+    if outcome == RunOutcome.DEFERRED:
+        return Verdict.DEFER, error or "deferred"
+    # a command stage's non-zero exit is judged by its gate (FAIL); a crash or timeout is not
+    if outcome in RETRY_OUTCOMES and not _command_exit(job, outcome):
+        return Verdict.RETRY, RETRY_OUTCOMES[outcome] + (f": {error}" if error else "")
+    ctx = GateContext(
+        artifacts=engine.home.artifacts(task.id),
+        run_started=epoch_of(run.started_at) if run else 0.0,
+        deliverables=stage.deliverables,
+        questions=stage.questions,
+        questions_gate_enabled=engine.settings.flags.analyst_questions_gate_enabled,
+        new_commits=_new_commits(engine, task, run) if stage.gate == "dev_done" else None,
+        exit_code=job.exit_code,
+    )
+    result = run_gate(stage.gate, ctx)
+    return result.verdict, result.reason
+
+
+def _command_exit(job: Job, outcome: str | None) -> bool:
+    """A command stage that ran and exited non-zero: the gate judges it (FAIL)."""
+    return job.runner == "command" and outcome == RunOutcome.FAILED \
+        and job.exit_code is not None and job.exit_code >= 0
+
+
+def _new_commits(engine: Engine, task: Task, run: Run | None) -> int:
+    """Commits added to the task branch during the run (0 when unknown)."""
+    from orch import gitops
+
+    if run is None or not run.base_commit:
+        return 0
+    path = engine.home.worktree(task.repo, task.id)
+    try:
+        return gitops.count_commits(path, run.base_commit, task.branch or "HEAD")
+    except Exception:
+        return 0
+
+
+def judge_job(engine: Engine, job: Job) -> tuple[Verdict, str] | None:
+    """Decide and apply the verdict of one finished job (once)."""
+    verdict, reason = decide(engine, job)
+    if apply_verdict(engine, job, verdict, reason):
+        return verdict, reason
+    return None

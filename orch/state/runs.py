@@ -1,0 +1,93 @@
+"""Run rows: one per start of a job, fenced through the job's `run_id`.
+
+A run is created by the claim (`orch.state.jobs.claim_next`), in the same
+transaction that flips its job to `running`; its id is the `run_id` every
+later write of the run is fenced by, `ORCH_RUN_ID`, and the number in its
+log's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orch.state.db import Database
+from orch.state.records import Run, runs_of
+from orch.timeutil import now_iso
+
+_SETTABLE = frozenset({"base_commit", "detail", "session_id", "cost_usd", "tokens", "outcome",
+                       "exit_code", "finished_at"})
+
+
+def create(db: Database, job_id: int, started_at: str, attempt: int, log_dir: str) -> int:
+    """A new run of a job, with its log path `job-J-run-R.log` under `log_dir`."""
+    run_id = db.insert("INSERT INTO runs (job_id, started_at, attempt) VALUES (?, ?, ?) "
+                       "RETURNING id", (job_id, started_at, attempt))
+    db.execute("UPDATE runs SET log_path = ? WHERE id = ?",
+               (f"{log_dir}/job-{job_id}-run-{run_id}.log", run_id))
+    return run_id
+
+
+def get(db: Database, run_id: int) -> Run | None:
+    row = db.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return Run.from_row(row) if row else None
+
+
+def for_job(db: Database, job_id: int) -> list[Run]:
+    return runs_of(db.all("SELECT * FROM runs WHERE job_id = ? ORDER BY id", (job_id,)))
+
+
+def count_for_job(db: Database, job_id: int) -> int:
+    return int(db.scalar("SELECT count(*) FROM runs WHERE job_id = ?", (job_id,)))
+
+
+def for_task(db: Database, task_id: int) -> list[Run]:
+    return runs_of(db.all("SELECT runs.* FROM runs JOIN jobs ON jobs.id = runs.job_id "
+                          "WHERE jobs.task_id = ? ORDER BY runs.id", (task_id,)))
+
+
+def set_group(db: Database, run_id: int, pgid: int, pgid_started: int | None) -> None:
+    db.execute("UPDATE runs SET pgid = ?, pgid_started = ? WHERE id = ?",
+               (pgid, pgid_started, run_id))
+
+
+def set_fields(db: Database, run_id: int, **fields: Any) -> None:
+    for name in fields:
+        if name not in _SETTABLE:
+            raise ValueError(f"not a settable run column: {name}")
+    sets = ", ".join(f"{name} = ?" for name in fields)
+    values = [str(v) if isinstance(v, str) else v for v in fields.values()]
+    db.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*values, run_id))
+
+
+def record_finish(db: Database, run_id: int, *, at: str, exit_code: int | None, outcome: str,
+                  session_id: str | None, cost_usd: float | None, tokens: int | None,
+                  detail: str | None) -> None:
+    db.execute(
+        "UPDATE runs SET finished_at = ?, exit_code = ?, outcome = ?, session_id = ?, "
+        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail) WHERE id = ?",
+        (at, exit_code, str(outcome), session_id, cost_usd, tokens, detail, run_id))
+
+
+def end(db: Database, run_id: int, outcome: str, detail: str | None = None) -> None:
+    """Close a run row that ended without a normal finish (reaped, cancelled)."""
+    db.execute("UPDATE runs SET finished_at = coalesce(finished_at, ?), "
+               "outcome = coalesce(outcome, ?), detail = coalesce(?, detail) WHERE id = ?",
+               (now_iso(), str(outcome), detail, run_id))
+
+
+def task_cost(db: Database, task_id: int) -> float:
+    return float(db.scalar(
+        "SELECT coalesce(sum(runs.cost_usd), 0) FROM runs JOIN jobs ON jobs.id = runs.job_id "
+        "WHERE jobs.task_id = ?", (task_id,)))
+
+
+def cost_since(db: Database, since: str) -> float:
+    return float(db.scalar("SELECT coalesce(sum(cost_usd), 0) FROM runs WHERE started_at >= ?",
+                           (since,)))
+
+
+def task_has_started(db: Database, task_id: int) -> bool:
+    """Has any earlier run of this task prepared its worktree (recorded a base commit)?"""
+    return db.scalar(
+        "SELECT 1 FROM runs JOIN jobs ON jobs.id = runs.job_id WHERE jobs.task_id = ? "
+        "AND runs.base_commit IS NOT NULL LIMIT 1", (task_id,)) is not None
