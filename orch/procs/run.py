@@ -1,22 +1,15 @@
-"""The one place that starts or signals processes (SPEC sections 4, 5 and 8).
+"""Starting processes: detached, in a new group with a timeout, or in our own group.
 
-Identity of a process is its pid *and* its raw start time in clock ticks since
-boot (field 22 of `/proc/<pid>/stat`), never a wall-clock time: a pid can be
-reused, a start time cannot. Every kill goes through a process group, and a
-group is only signalled when its leader's pid still belongs to the process we
-started, or no longer belongs to anything (while any member of a group lives,
-the kernel gives no new process that pid, so a group whose leader is gone is
-still ours).
-
-Only the standard library is used, so importing this module is cheap for a tick.
+`run_in_group` runs a command in a new process group and makes sure nothing
+of it outlives the call; `spawn_detached` starts the leader of a new session
+(a supervisor) and returns at once; `GroupChild` is the supervisor's agent,
+kept in the supervisor's own group.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -25,232 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from orch.procs.groups import kill_own_group_members, terminate_group
+from orch.procs.identity import start_ticks
+
 OUTPUT_TAIL_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 16 * 1024
 _POLL_S = 0.05
-_KILL_SETTLE_S = 2.0  # how long to wait for SIGKILLed processes to disappear
 _DRAIN_S = 2.0  # how long to read leftover output after the group is killed
-
-
-# --- identity ---------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields 3.. of /proc/<pid>/stat (after the last ')'), or None if no such process.
-
-    The command name (field 2) may contain spaces and ')', so the split is on
-    the last ')'.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read().decode("ascii", "replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:  # e.g. ESRCH while the process is being released
-        return None
-    tail = raw.rpartition(")")[2]
-    fields = tail.split()
-    return fields or None
-
-
-def start_ticks(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (field 22), or None if no such process."""
-    if pid <= 0:
-        return None
-    fields = _stat_fields(pid)
-    if fields is None or len(fields) < 20:
-        return None
-    return int(fields[19])  # fields[0] is field 3 (state), so field 22 is index 19
-
-
-def _state(pid: int) -> str | None:
-    fields = _stat_fields(pid) if pid > 0 else None
-    return fields[0] if fields else None
-
-
-def is_zombie(pid: int) -> bool:
-    """True when `pid` exists but has exited and waits to be reaped (state Z or X)."""
-    return _state(pid) in ("Z", "X")
-
-
-def boot_id() -> str:
-    """This boot's id; it changes when the machine reboots."""
-    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-        return handle.read().strip()
-
-
-def hostname() -> str:
-    """This machine's host name, recorded on jobs to tell local runs from remote ones."""
-    return socket.gethostname()
-
-
-def self_identity() -> tuple[int, int]:
-    """(pid, start ticks) of the calling process, as recorded on an inline job."""
-    pid = os.getpid()
-    ticks = start_ticks(pid)
-    if ticks is None:  # cannot happen on Linux: we are reading our own entry
-        raise RuntimeError("cannot read /proc/self/stat")
-    return pid, ticks
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a process is, as recorded on the jobs it owns: pid, start ticks, host, boot."""
-
-    pid: int
-    started: int | None
-    host: str
-    boot_id: str
-
-    @staticmethod
-    def here() -> Identity:
-        pid, started = self_identity()
-        return Identity(pid, started, hostname(), boot_id())
-
-    def is_local(self, host: str | None, boot: str | None) -> bool:
-        """Was something recorded with (host, boot) recorded on this machine and boot?"""
-        return host == self.host and boot == self.boot_id
-
-
-def liveness(pid: int | None, started: int | None) -> str:
-    """Judge a recorded (pid, start ticks).
-
-    Returns 'alive', 'no-process', 'zombie' or 'start-time-mismatch'.
-
-    A missing `started` cannot be matched, so a live pid is then reported as
-    'start-time-mismatch' (fail towards "not ours": a reaper never kills on it).
-    """
-    if pid is None or pid <= 0:
-        return "no-process"
-    ticks = start_ticks(pid)
-    if ticks is None:
-        return "no-process"
-    if started is None or ticks != started:
-        return "start-time-mismatch"
-    if is_zombie(pid):
-        return "zombie"
-    return "alive"
-
-
-# --- process groups -----------------------------------------------------------
-
-
-def group_members(pgid: int, *, include_zombies: bool = False) -> list[int]:
-    """Pids whose process group is `pgid` (scanning /proc); zombies left out by default."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is None or len(fields) < 3 or int(fields[2]) != pgid:
-            continue
-        if include_zombies or fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
-
-
-def groups_with_env(markers: dict[str, str]) -> set[int]:
-    """Process groups of the live processes whose environment holds every KEY=VALUE
-    (only processes we may read: our own user's), never our own group."""
-    wanted = {f"{key}={value}".encode() for key, value in markers.items()}
-    groups: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = set(handle.read().split(b"\0"))
-            if wanted <= environ and not is_zombie(int(entry)):
-                groups.add(os.getpgid(int(entry)))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    groups.discard(os.getpgid(0))  # never our own group, whatever started us
-    return groups
-
-
-def group_alive(pgid: int) -> bool:
-    """True while the group has a member that is not a zombie.
-
-    `killpg(pgid, 0)` answers the cheap case (no member at all); zombies still
-    count for the kernel, so a positive answer is checked against /proc.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return bool(group_members(pgid))
-
-
-def _wait_group_empty(pgid: int, timeout_s: float) -> bool:
-    """Poll until the group has no live member or `timeout_s` passes; True when empty."""
-    deadline = time.monotonic() + max(0.0, timeout_s)
-    while True:
-        if not group_alive(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to the group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def terminate_group(pgid: int, grace_s: float) -> None:
-    """SIGTERM the group, wait up to `grace_s` for it to empty, then SIGKILL what is left.
-
-    Unconditional: only for a group we created ourselves and still own (its
-    leader is our child, so its pid cannot have been reused). Returns once
-    the group is empty, or after a short wait for SIGKILL to take effect.
-    """
-    if not group_alive(pgid) or not _signal_group(pgid, signal.SIGTERM):
-        return
-    if _wait_group_empty(pgid, grace_s):
-        return
-    _signal_group(pgid, signal.SIGKILL)
-    _wait_group_empty(pgid, _KILL_SETTLE_S)
-
-
-def _reap_if_child(pid: int) -> None:
-    """Collect the exit status of `pid` if it is our own exited child (no zombie left)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (the usual case for a reaper): nothing to collect
-
-
-def kill_group(pgid: int, started: int | None, grace_s: float) -> str:
-    """Kill what is left of a run's process group, never a group that is not the run's.
-
-    - a process with pid == `pgid` exists with a start time other than
-      `started`: the pid was reused, nothing is signalled -> 'refused-reused-pid';
-    - otherwise (leader alive with the same start, or gone, or a zombie) the
-      group is SIGTERMed, given `grace_s` to empty, then SIGKILLed -> 'killed';
-    - the group has no live member -> 'gone'.
-    A PermissionError (a group of another user) propagates: better an error
-    than a run reported dead while it lives.
-    """
-    leader_ticks = start_ticks(pgid)
-    if leader_ticks is not None and leader_ticks != started:
-        return "refused-reused-pid"
-    if not group_alive(pgid) or not _signal_group(pgid, signal.SIGTERM):
-        _reap_if_child(pgid)
-        return "gone"
-    if not _wait_group_empty(pgid, grace_s):
-        _signal_group(pgid, signal.SIGKILL)
-        _wait_group_empty(pgid, _KILL_SETTLE_S)
-    _reap_if_child(pgid)
-    return "killed"
-
-
-# --- starting processes -------------------------------------------------------
 
 
 def spawn_detached(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path,
@@ -510,9 +284,6 @@ def _finish(proc: subprocess.Popen[bytes], out: _Output, feeder: threading.Threa
             pipe.close()
 
 
-# --- a child in our own group (the supervisor's agent) ---------------------------------
-
-
 class GroupChild:
     """A process started in the caller's own process group (the supervisor is the session
     leader and the agent stays in its group), its stdout copied to our stdout (the run's
@@ -555,39 +326,3 @@ class GroupChild:
         return self.proc.returncode, b"".join(self._chunks).decode("utf-8", "replace")
 
 
-def terminate_own_group(grace_s: float, *, poll: Callable[[], object] | None = None) -> None:
-    """SIGTERM our own process group (ignoring it ourselves), wait up to `grace_s` for the
-    others to go, then SIGKILL every other member."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.killpg(0, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _others_in_own_group():
-            if poll is not None:
-                poll()
-            time.sleep(_POLL_S)
-        kill_own_group_members()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _others_in_own_group() -> bool:
-    me = os.getpid()
-    return any(pid != me for pid in group_members(os.getpgid(0)))
-
-
-def kill_own_group_members() -> None:
-    """SIGKILL whatever else is left in our group (background grandchildren)."""
-    me = os.getpid()
-    for pid in group_members(os.getpgid(0)):
-        if pid != me:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def own_group() -> tuple[int, int | None]:
-    """(pgid, its leader's start ticks) of the caller's process group."""
-    pgid = os.getpgid(0)
-    return pgid, start_ticks(pgid)
