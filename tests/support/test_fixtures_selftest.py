@@ -259,7 +259,7 @@ def test_unpriv_calls_a_python_function(unpriv: Sandbox, unpriv_user: User) -> N
 
 def test_unpriv_runs_orch(unpriv: Sandbox) -> None:
     done = unpriv.run([str(unpriv.bin / "orch"), "--help"])
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + unpriv.import_hint()
     assert "Usage" in done.stdout
 
 

@@ -288,8 +288,25 @@ class Sandbox:
             raise CallFailed(f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
         ok, value = pickle.loads(out.read_bytes())
         if not ok:
-            raise CallFailed(value)
+            raise CallFailed(value + self.import_hint())
         return value
+
+    def unreachable_imports(self) -> list[str]:
+        """The import paths (site-packages, source and tests folders) the user cannot
+        read, e.g. a checkout or venv under /root (mode 0700)."""
+        paths = [p for p in (*site.getsitepackages(), *import_paths()) if os.path.isdir(p)]
+        check = 'for p; do [ -r "$p" ] && [ -x "$p" ] || echo "$p"; done'
+        done = self.run(["sh", "-c", check, "sh", *dict.fromkeys(paths)], cwd=self.root)
+        return done.stdout.split()
+
+    def import_hint(self) -> str:
+        """Why the user's Python may not find our modules, or "" when it should."""
+        unreachable = self.unreachable_imports()
+        if not unreachable:
+            return ""
+        return (f"\nuser {self.user.name} cannot read {', '.join(unreachable)}: put the "
+                "checkout and its virtualenv where other users can read them (not under "
+                "/root)")
 
     def give(self, path: Path) -> Path:
         """Hand `path` (recursively) to the user; returns it."""
