@@ -7,23 +7,13 @@ that fail mark bugs still to fix; they are not xfailed on purpose.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from engine_helpers import EngineHome, wait_for, write_script
+from support.engine import EngineHome, wait_for, write_script
 
 from orch.engine.actions import approve_or_reject, pause, resume
 from orch.engine.advance import judge_job
 from orch.engine.moves import Engine
 from orch.state import jobs as jobs_state
 from orch.state.schema import open_database
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def _finished(eh: EngineHome, job_id: int) -> bool:

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from support.checkout import CHECKOUT
 
 from orch.config import (
     DEFAULT_AGENTS,
@@ -30,7 +31,6 @@ from orch.errors import ConfigError
 from orch.pipeline import default_pipeline_path, load_pipeline
 from orch.state.schema import MIGRATIONS, SCHEMA_VERSION
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 Cli = Callable[..., tuple[int, str, str]]
 
 

@@ -7,21 +7,20 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from support.checkout import CHECKOUT
+from support.cli import orch_script
 from typer.testing import CliRunner
 
 from orch.cli import app
 from orch.config import load_settings
 from orch.state.tasks import TASK_COLUMNS
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 Result = tuple[int, str, str]
 
@@ -560,13 +559,6 @@ def test_cli_runner_on_the_app(orch_home: Path, clean_env: None) -> None:
 
 
 # ---------------------------------------------------------------- the real console script
-
-def orch_script() -> str:
-    beside = Path(sys.executable).parent / "orch"
-    found = str(beside) if beside.exists() else shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
-
 
 def test_issue_2_done_when_through_the_console_script(
         tmp_path: Path, git_repo: Callable[..., Path]) -> None:

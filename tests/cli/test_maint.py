@@ -23,14 +23,15 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from conftest import GIT_ENV, run_git
+from support.checkout import CHECKOUT
+from support.cli import orch_script
+from support.git import GIT_ENV, run_git
 
 from orch.engine.metrics import Metrics, render
 from orch.state import maint
 from orch.state.schema import open_database
 from orch.timeutil import to_iso
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 Result = tuple[int, str, str]
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-z_]+="(?:[^"\\]|\\.)*",?)*\})? '
                     r'(-?[0-9.e+]+|NaN|[+-]Inf)$')
@@ -136,16 +137,6 @@ def read_notes(path: Path) -> list[dict[str, Any]]:
             return found
         obj, index = decoder.raw_decode(text, index)
         found.append(obj)
-
-
-def real_orch() -> str:
-    """The installed console script itself (not a version-manager shim)."""
-    beside = Path(sys.executable).parent / "orch"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
 
 
 @pytest.fixture
@@ -480,7 +471,7 @@ def test_failing_notify_hook_is_an_event_not_a_tick_error(
 
 
 def test_orch_tick_wrapper_runs_a_quiet_tick(orch_home: Path, tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "ORCH_HOME": str(orch_home), "ORCH_BIN": real_orch()}
+    env = {"HOME": str(tmp_path), "ORCH_HOME": str(orch_home), "ORCH_BIN": orch_script()}
     done = subprocess.run(["sh", str(CHECKOUT / "bin" / "orch-tick")], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.checkout import CHECKOUT as ROOT
 
 from orch import yamlio
 from orch.cli.context import YAML_CACHE_FILE, AppContext
 from orch.config import frozen_record
 from orch.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 CliResult = tuple[int, str, str]
 
 

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import run_git
+from support.cli import orch_script
+from support.git import run_git
 
 from orch.artifacts import MERGE_REPORT_FILE, read_document
 
 STAGES = ["development", "review", "testing", "merge"]
-
-
-def orch_script() -> str:
-    beside = Path(sys.executable).parent / "orch"
-    found = str(beside) if beside.exists() else shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
 
 
 def demo_env(tmp_path: Path) -> dict[str, str]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-from engine_helpers import (
+from support.engine import (
     EngineHome,
     alive,
     claude_result,
@@ -26,13 +25,6 @@ from engine_helpers import (
 WORK = {"name": "work", "runner": "agent", "role": "worker", "gate": "exit_zero"}
 CLAUDE = ["claude", "-p", "--output-format", "json", "{prompt}"]
 STOP = {"ORCH_MAX_CONCURRENCY": "0"}  # a tick that reaps and judges but starts nothing
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def fake_claude(eh: EngineHome, output: str, exit_code: int = 0) -> Path:

@@ -21,16 +21,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from engine_helpers import EngineHome, wait_for
+from support.engine import EngineHome, wait_for, write_script
 
 NO_GATE = {"serial_gate_enabled": False}
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def import_tasks(eh: EngineHome, count: int) -> list[int]:
@@ -264,8 +257,6 @@ def test_a_job_cancelled_before_its_inline_command_starts_never_runs(eh):
 
 @pytest.mark.slow
 def test_ticks_killed_while_they_start_supervisors_never_run_an_agent_twice(eh):
-    from engine_helpers import write_script
-
     ledger, locks = eh.root / "LEDGER", eh.root / "locks"
     locks.mkdir()
     agent = write_script(eh.bin / "locked-agent", f"""#!/bin/sh
