@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.checkout import CHECKOUT
-from support.cli import orch_script
+from support.cli import CliResult, orch_script
 from typer.testing import CliRunner
 
 from orch.cli import app
@@ -556,6 +556,24 @@ def test_cli_runner_on_the_app(orch_home: Path, clean_env: None) -> None:
     result = CliRunner().invoke(app, ["--home", str(orch_home), "task", "list", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == []
+
+
+def test_a_run_builds_only_its_command_and_help_still_lists_all(
+        cli: Callable[..., CliResult], orch_home: Path) -> None:
+    from orch.cli import _app_for, app
+
+    slim = _app_for(["--home", "x", "tick", "--json"])
+    assert [info.name for info in slim.registered_commands] == ["tick"]
+    assert not slim.registered_groups
+    task = _app_for(["task", "list"])
+    assert len(task.registered_groups) == 1 and not task.registered_commands
+    assert _app_for(["--help"]) is app and _app_for(["nosuch"]) is app
+    code, out, _ = cli(orch_home, "tick", "--json")
+    assert code == 0 and json.loads(out)["claimed"] == []
+    code, _, err = cli(orch_home, "tikc")
+    assert code == 2 and "tick" in err
+    code, out, _ = cli(None, "--help")
+    assert code == 0 and "queue" in out and "tick" in out
 
 
 # ---------------------------------------------------------------- the real console script

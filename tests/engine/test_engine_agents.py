@@ -17,6 +17,7 @@ from support.engine import (
     EngineHome,
     alive,
     claude_result,
+    finished,
     group_alive,
     wait_for,
     write_script,
@@ -42,10 +43,6 @@ exit {exit_code}
 def calls(eh: EngineHome) -> list[str]:
     path = eh.bin / "claude.calls"
     return path.read_text().split() if path.exists() else []
-
-
-def finished(eh: EngineHome, job_id: int) -> bool:
-    return eh.job(job_id)["status"] != "running"
 
 
 def first_job(eh: EngineHome, task: int) -> dict:

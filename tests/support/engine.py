@@ -82,6 +82,11 @@ def group_alive(pgid: int) -> list[int]:
     return procs.group_members(pgid)
 
 
+def finished(eh: EngineHome, job_id: int) -> bool:
+    """The job is no longer running (its run ended, whether or not a tick judged it yet)."""
+    return eh.job(job_id)["status"] != "running"
+
+
 def start_unrelated_sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:
     """A process that has nothing to do with orch (its own session, no ORCH_* env)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
