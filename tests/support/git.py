@@ -34,3 +34,35 @@ def make_repo(path: Path) -> Path:
     run_git(path, "add", "README.md")
     run_git(path, "commit", "-q", "-m", "initial commit")
     return path
+
+
+# The tests of orch.gitops and the merge run git in the environment as it is; the
+# `isolated_git` fixture (tests/unit/conftest.py) keeps the user's config out of it, and
+# their repositories carry their own identity in .git/config, as a user's would.
+
+
+def git(cwd: Path, *args: str) -> str:
+    """`git ARGS` in `cwd` with the environment as it is; returns its stdout."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_file(cwd: Path, name: str, text: str, message: str | None = None) -> str:
+    """Write `name` (with its directories), commit it; returns the new commit."""
+    (cwd / name).parent.mkdir(parents=True, exist_ok=True)
+    (cwd / name).write_text(text)
+    git(cwd, "add", name)
+    git(cwd, "commit", "-q", "-m", message or f"write {name}")
+    return git(cwd, "rev-parse", "HEAD")
+
+
+def make_repo_with_identity(path: Path) -> Path:
+    """A repository whose .git/config names its committer (and turns signing off), with one
+    commit on main that adds README.md."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "Test User")
+    git(path, "config", "user.email", "test@example.com")
+    git(path, "config", "commit.gpgsign", "false")
+    commit_file(path, "README.md", "hello\n", "initial")
+    return path
