@@ -1,7 +1,7 @@
 """orch benchmarks: every figure is a ratio to a floor measured in the same run.
 
     python bench/run.py                  # the full run (a few minutes), writes docs/performance.md
-    python bench/run.py --smoke --out F  # tiny sizes, a few seconds (tests/test_bench_smoke.py)
+    python bench/run.py --smoke --out F  # tiny sizes, a few seconds (tests/e2e/test_bench_smoke.py)
     python bench/run.py --only idle,history
 
 These machines are noisy, so no figure is an absolute time: each command is

@@ -1,30 +1,17 @@
-"""Shared fixtures: real git repos and a real orch home in tmp_path, the CLI in-process."""
+"""Fixtures for every layer: real git repos and a real orch home in tmp_path, the CLI
+in-process. Helpers that are not fixtures live in tests/support/ (imported as `support.*`)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.cli import CliResult
+from support.git import make_repo
 
 import orch.cli
-
-CliResult = tuple[int, str, str]
-
-# Commits in test repos must not depend on the user's git config (identity, signing, hooks).
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "orch tests", "GIT_AUTHOR_EMAIL": "tests@orch.invalid",
-    "GIT_COMMITTER_NAME": "orch tests", "GIT_COMMITTER_EMAIL": "tests@orch.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-}
-
-
-def run_git(cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -32,13 +19,7 @@ def git_repo(tmp_path: Path) -> Callable[..., Path]:
     """A factory: `git_repo("app")` makes tmp_path/repos/app with one commit on main."""
 
     def make(name: str = "app") -> Path:
-        path = tmp_path / "repos" / name
-        path.mkdir(parents=True)
-        run_git(path, "init", "-q", "-b", "main")
-        (path / "README.md").write_text(f"# {name}\n", encoding="utf-8")
-        run_git(path, "add", "README.md")
-        run_git(path, "commit", "-q", "-m", "initial commit")
-        return path
+        return make_repo(tmp_path / "repos" / name)
 
     return make
 

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.engine import EngineHome, finished, wait_for, write_script
 
 from orch.cli import run as cli_run
 from orch.config import load_settings
+from orch.engine.actions import approve_or_reject, pause, resume
 from orch.engine.tick import run_tick
 from orch.pipeline import load_pipeline
 from orch.state.schema import open_database
@@ -329,3 +331,57 @@ def test_overlapping_ticks_never_exceed_max_active(tmp_path):
     assert all(loop.returncode == 0 for loop in loops)
     assert worst <= 2
     assert o.rows("SELECT count(*) AS n FROM tasks WHERE stage = 'done'")[0]["n"] == 24
+
+
+# Pause and resume in the window between a job's end and its judging (an EngineHome, `eh`).
+
+def _working(eh: EngineHome) -> set[int]:
+    """Tasks of the repo that hold a slot or have work queued or running."""
+    admitted = {r["id"] for r in eh.rows(
+        "SELECT id FROM tasks WHERE admitted = 1 AND paused_at IS NULL AND state != 'closed'")}
+    with_jobs = {r["task_id"] for r in eh.rows(
+        "SELECT task_id FROM jobs WHERE status IN ('queued', 'running')")}
+    return admitted | with_jobs
+
+
+def test_approve_after_pause_resume_in_the_unjudged_window_bypasses_the_serial_gate(eh):
+    """Pause + resume of a task whose agent job finished but is not judged yet makes it
+    `waiting` (slot released). The next advance moves it to the human stage anyway
+    (needs_input, admitted=0), the slot goes to the next task, and `orch approve` then
+    sets the task `active` with admitted=0: it gets a job and runs beside the admitted
+    task in a max_active=1 repo (serial gate bypassed, invariant 5 in spirit)."""
+    agent = write_script(eh.bin / "agent", """#!/bin/sh
+if [ "$ORCH_STAGE" = final ]; then exec sleep 30; fi
+exit 0
+""")
+    worker = {"command": [str(agent)], "timeout_s": 120}
+    eh.configure(stages=[
+        {"name": "work", "runner": "agent", "role": "worker", "gate": "exit_zero"},
+        {"name": "check", "runner": "human"},
+        {"name": "final", "runner": "agent", "role": "worker", "gate": "exit_zero"},
+    ], agents={"worker": worker}, max_concurrency=4)
+    first, second = eh.add_task("first"), eh.add_task("second")
+    eh.tick()
+    [job] = eh.jobs(first)
+    wait_for(lambda: finished(eh, job["id"]), 15, "the first agent to finish")
+    assert eh.job(job["id"])["judged"] == 0  # finished, waiting for the next advance
+
+    settings = eh.settings()
+    with eh.database() as db:
+        pause(db, first, "a look")
+        resume(db, first)
+    assert eh.task(first)["state"] == "waiting" and eh.task(first)["admitted"] == 0
+
+    eh.tick()  # advance: PASS -> check (needs_input); admission gives the slot to `second`
+    assert eh.task(first)["stage"] == "check"
+    with eh.database() as db:
+        approve_or_reject(settings, eh.pipeline(settings), db, first, True)
+    first_row = eh.task(first)
+    eh.tick(max_claims=4)
+    running = {r["task_id"] for r in eh.rows("SELECT task_id FROM jobs WHERE status = 'running'")}
+    assert len(_working(eh)) <= 1, (
+        f"two tasks work in a max_active=1 repo: {sorted(_working(eh))} (running: "
+        f"{sorted(running)}, second={second}); "
+        f"tasks {eh.rows('SELECT id, stage, state, admitted FROM tasks')}")
+    assert not (first_row["state"] == "active" and not first_row["admitted"]), \
+        f"task {first} is active without a slot: {first_row}"

@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 import typer
+from support.checkout import CHECKOUT as ROOT
 
 import orch.cli
 from orch import artifacts, config, errors, model
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 COMMANDS_DOC = DOCS / "commands.md"
 

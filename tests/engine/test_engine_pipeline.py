@@ -16,18 +16,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from engine_helpers import PY, EngineHome, alive, run_git, wait_for, write_script
+from support.engine import PY, EngineHome, alive, wait_for, write_script
+from support.git import run_git
 
 from orch.artifacts import parse_document
 
 ROLES = ("analyst", "developer", "reviewer")
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def demo_agents() -> dict[str, dict]:

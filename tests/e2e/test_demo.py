@@ -1,41 +1,21 @@
-"""`orch demo` through the installed console script: one task from analysis to merged."""
+"""`orch demo` end to end: one task from analysis to merged through the installed console
+script, a temporary home that is removed, and a demo out of time that cancels its task.
+The demo's refusal of a used home is in tests/cli/test_cli_demo.py, its project in
+tests/unit/test_demo_project.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import run_git
+from support.demo import demo_env, orch
+from support.git import run_git
 
 from orch.artifacts import MERGE_REPORT_FILE, read_document
 
 STAGES = ["development", "review", "testing", "merge"]
-
-
-def orch_script() -> str:
-    beside = Path(sys.executable).parent / "orch"
-    found = str(beside) if beside.exists() else shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
-
-
-def demo_env(tmp_path: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("ORCH_", "GIT_"))}
-    env.update(TMPDIR=str(tmp_path / "tmp"), ORCH_HOME=str(tmp_path / "not-this-one"),
-               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", HOME=str(tmp_path))  # no user git config
-    (tmp_path / "tmp").mkdir()
-    return env
-
-
-def orch(env: dict[str, str], *args: str, timeout: float = 80) -> subprocess.CompletedProcess:
-    return subprocess.run([orch_script(), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 def test_demo_goes_from_analysis_to_merged(tmp_path: Path) -> None:
@@ -67,45 +47,12 @@ def test_demo_goes_from_analysis_to_merged(tmp_path: Path) -> None:
     assert all(job["verdict"] == "PASS" for job in shown["jobs"])
 
 
-def test_demo_refuses_a_home_in_use(tmp_path: Path) -> None:
-    env = demo_env(tmp_path)
-    home = tmp_path / "used"
-    home.mkdir()
-    (home / "orch.yaml").write_text("max_concurrency: 1\n")
-    done = orch(env, "--home", str(home), "demo", timeout=30)
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.startswith("error: ") and "new or empty" in done.stderr
-    assert sorted(p.name for p in home.iterdir()) == ["orch.yaml"]
-
-
 def test_demo_without_home_uses_a_temporary_one_and_removes_it(tmp_path: Path) -> None:
     env = demo_env(tmp_path)
     done = orch(env, "demo")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "was removed" in done.stdout and "orch demo --keep" in done.stdout
     assert list((tmp_path / "tmp").iterdir()) == []
-
-
-def test_the_demo_project_passes_under_pytest_and_unittest(tmp_path: Path) -> None:
-    from orch.config import load_settings
-    from orch.demo.run import demo_config, demo_test_command, make_repo
-
-    repo = tmp_path / "repo"
-    commit = make_repo(repo)
-    assert run_git(repo, "rev-parse", "main") == commit
-    assert run_git(repo, "status", "--porcelain") == ""
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    for argv in (demo_test_command(), [sys.executable, "-m", "unittest", "discover", "-s",
-                                       "tests"]):
-        done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
-        assert done.returncode == 0, done.stdout + done.stderr
-    (tmp_path / "orch.yaml").write_text(demo_config(repo, demo_test_command()))
-    settings = load_settings(tmp_path, environ={})
-    assert settings.repo("demo").path == repo and settings.retry_backoff_s == 0
-    assert settings.agents["developer"].command == (sys.executable, "-m", "orch.demo.agent",
-                                                    "developer")
-    assert all(role.output == "claude-json" for role in settings.agents.values())
 
 
 def live_processes_mentioning(text: str) -> list[int]:

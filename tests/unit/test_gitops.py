@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.git import commit_file, git, make_repo_with_identity
 
 from orch.gitops import (
     GitError,
@@ -27,44 +27,12 @@ from orch.gitops import (
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep the user's global and system git config (signing, hooks paths) out of the tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path_factory.mktemp("home") / "gitconfig"))
-        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"):
-            patch.delenv(name, raising=False)
-        yield
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def commit_file(cwd: Path, name: str, text: str, message: str | None = None) -> str:
-    (cwd / name).parent.mkdir(parents=True, exist_ok=True)
-    (cwd / name).write_text(text)
-    git(cwd, "add", name)
-    git(cwd, "commit", "-q", "-m", message or f"write {name}")
-    return git(cwd, "rev-parse", "HEAD")
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Test User")
-    git(path, "config", "user.email", "test@example.com")
-    git(path, "config", "commit.gpgsign", "false")
-    commit_file(path, "README.md", "hello\n", "initial")
-    return path
+pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return make_repo(tmp_path / "repo")
+    return make_repo_with_identity(tmp_path / "repo")
 
 
 def worktree_paths(repo: Path) -> list[str]:

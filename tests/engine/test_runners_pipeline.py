@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.git import git
 
 from orch.cli import run as cli_run
 from orch.config import load_settings
@@ -24,11 +25,6 @@ from orch.pipeline import load_pipeline
 from orch.state.schema import open_database
 
 PY = sys.executable
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def make_repo(path: Path) -> Path:

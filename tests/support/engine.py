@@ -1,18 +1,12 @@
-"""Shared pieces of the job-engine tests (tests/test_engine_*.py).
+"""Shared pieces of the job-engine tests (tests/engine/).
 
 Everything is real: a git repository and an orch home in tmp_path, the SQLite
 file, `orch tick` either in-process (`run_tick`) or as a separate process,
 supervisors and agents as processes. Only external programs are faked, as
 small scripts (a `claude` on PATH, a sleeping agent).
 
-Each test module defines its own small fixture around `EngineHome` (a
-fixture imported from here would trip ruff's F811), e.g.:
-
-    @pytest.fixture
-    def eh(tmp_path, monkeypatch, clean_env):
-        home = EngineHome(tmp_path, monkeypatch)
-        yield home
-        home.close()
+The tests get an `EngineHome` from the `eh` fixture of tests/engine/conftest.py,
+which kills whatever the home's runs left behind when the test ends.
 """
 
 from __future__ import annotations
@@ -31,6 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.git import make_repo
 
 from orch import procs
 from orch.config import Settings, load_settings
@@ -41,34 +36,11 @@ from orch.state.schema import open_database
 
 PY = sys.executable
 
-# Commits in test repos must not depend on the user's git config (identity, signing, hooks).
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "orch tests", "GIT_AUTHOR_EMAIL": "tests@orch.invalid",
-    "GIT_COMMITTER_NAME": "orch tests", "GIT_COMMITTER_EMAIL": "tests@orch.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-}
-
 # The SPEC section 4 timings, shortened for tests.
 FAST = {"heartbeat_interval_s": 1, "heartbeat_timeout_s": 3, "retry_backoff_s": 0,
         "cancel_grace_s": 1}
 
 TERMINAL = ("done", "failed", "cancelled")
-
-
-def run_git(cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")} | GIT_ENV
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def make_repo(path: Path) -> Path:
-    """A git repository with one commit on main."""
-    path.mkdir(parents=True)
-    run_git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("# app\n", encoding="utf-8")
-    run_git(path, "add", "README.md")
-    run_git(path, "commit", "-q", "-m", "initial commit")
-    return path
 
 
 def write_script(path: Path, text: str) -> Path:
@@ -108,6 +80,11 @@ def alive(pid: int) -> bool:
 def group_alive(pgid: int) -> list[int]:
     """Live members of a process group."""
     return procs.group_members(pgid)
+
+
+def finished(eh: EngineHome, job_id: int) -> bool:
+    """The job is no longer running (its run ended, whether or not a tick judged it yet)."""
+    return eh.job(job_id)["status"] != "running"
 
 
 def start_unrelated_sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:

@@ -4,7 +4,8 @@ Real `orch tick` processes run side by side over one SQLite file; other ticks
 are SIGKILLed at random moments (a seeded RNG) while they claim, run inline
 commands and write. Afterwards every job ran exactly once (or, when a tick
 died under it, again as a new attempt but never beside itself), every task
-finished, and nothing is left running.
+finished, and nothing is left running. A tick whose list of jobs to judge went
+stale while other ticks ran does not apply its verdict to a newer run.
 """
 
 from __future__ import annotations
@@ -21,16 +22,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from engine_helpers import EngineHome, wait_for
+from support.engine import EngineHome, finished, wait_for, write_script
+
+from orch.engine.advance import judge_job
+from orch.engine.moves import Engine
+from orch.state import jobs as jobs_state
+from orch.state.schema import open_database
 
 NO_GATE = {"serial_gate_enabled": False}
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def import_tasks(eh: EngineHome, count: int) -> list[int]:
@@ -264,8 +263,6 @@ def test_a_job_cancelled_before_its_inline_command_starts_never_runs(eh):
 
 @pytest.mark.slow
 def test_ticks_killed_while_they_start_supervisors_never_run_an_agent_twice(eh):
-    from engine_helpers import write_script
-
     ledger, locks = eh.root / "LEDGER", eh.root / "locks"
     locks.mkdir()
     agent = write_script(eh.bin / "locked-agent", f"""#!/bin/sh
@@ -299,3 +296,44 @@ echo "END $ORCH_JOB_ID $ORCH_RUN_ID" >> "{ledger}"
     # every run that was not reaped was recorded by its own supervisor exactly once
     assert eh.counter("reaped_total") == len(
         eh.rows("SELECT id FROM runs WHERE outcome = 'reaped'"))
+
+
+def test_a_stale_verdict_is_not_applied_to_a_newer_run_of_the_same_job(eh):
+    """`apply_verdict` re-reads the job but does not check that it is still the run the
+    verdict was decided for. A tick whose advance list is stale (another tick judged the
+    job RETRY, a third claimed it and its new run finished meanwhile) applies the old
+    run's RETRY to the new, successful run: with max_attempts 2 the successful run is
+    judged HOLD and the task is held instead of done."""
+    flag = eh.root / "fail-once"
+    flag.write_text("x")
+    agent = write_script(eh.bin / "agent", f"""#!/bin/sh
+if [ -e "{flag}" ]; then rm -f "{flag}"; exit 1; fi
+exit 0
+""")
+    eh.configure(stages=[{"name": "work", "runner": "agent", "role": "worker",
+                          "gate": "exit_zero"}],
+                 agents={"worker": {"command": [str(agent)], "timeout_s": 60}},
+                 max_attempts=2)
+    task = eh.add_task()
+    eh.tick()  # claim attempt 1 (it fails)
+    [job] = eh.jobs(task)
+    wait_for(lambda: finished(eh, job["id"]), 15, "attempt 1 to end")
+
+    settings = eh.settings()
+    db = open_database(settings.db_path)
+    try:
+        [stale] = jobs_state.unjudged(db)  # a slow tick's advance list, read now
+        eh.tick()  # another tick: RETRY, requeued as attempt 2
+        assert eh.job(job["id"])["attempt"] == 2
+        eh.tick()  # a third tick claims attempt 2, which succeeds
+        wait_for(lambda: eh.job(job["id"])["status"] == "succeeded", 15, "attempt 2 to end")
+        # the slow tick reaches its stale row only now
+        judge_job(Engine(settings, eh.pipeline(settings), db), stale)
+    finally:
+        db.close()
+    after = eh.job(job["id"])
+    assert after["status"] == "succeeded" and after["judged"] == 0, (
+        f"the verdict of run {stale['run_id']} was applied to run {after['run_id'] or '?'}: "
+        f"{after}")
+    eh.tick()
+    assert eh.task(task)["stage"] == "done"

@@ -1,36 +1,22 @@
-"""Configuration (SPEC section 2): every mistake is exit 4 and one line naming file, key
-and line, and a refused command leaves the database and the artifacts untouched."""
+"""Configuration through the CLI (SPEC section 2): every mistake is exit 4 and one line naming
+file, key and line, and a refused command leaves the database and the artifacts untouched.
+Loading the configuration directly is tested in tests/unit/test_config.py."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
-import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import settings as hyp_settings
-from hypothesis import strategies as st
+from support.config import write_config
 
-from orch.config import (
-    DEFAULT_AGENTS,
-    FALSE_WORDS,
-    SCALARS,
-    TOP_KEYS,
-    TRUE_WORDS,
-    Flags,
-    load_settings,
-    resolve_home,
-)
-from orch.errors import ConfigError
-from orch.pipeline import default_pipeline_path, load_pipeline
+from orch.config import load_settings
+from orch.pipeline import default_pipeline_path
 from orch.state.schema import MIGRATIONS, SCHEMA_VERSION
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 Cli = Callable[..., tuple[int, str, str]]
 
 
@@ -44,18 +30,6 @@ def snapshot(home: Path) -> dict[str, str | None]:
         shot[str(path.relative_to(home))] = (hashlib.sha256(path.read_bytes()).hexdigest()
                                              if path.is_file() else "dir")
     return shot
-
-
-def base_config(home: Path) -> str:
-    """Three lines: the repo made by the orch_home fixture; mistakes are appended at line 4."""
-    repo = home.parent / "repos" / "app"
-    return f"repos:\n  app:\n    path: {repo}\n"
-
-
-def write_config(home: Path, extra: str) -> Path:
-    path = home / "orch.yaml"
-    path.write_text(base_config(home) + extra, encoding="utf-8")
-    return path
 
 
 def assert_one_error_line(code: int, err: str, expected_code: int, *parts: str) -> str:
@@ -148,19 +122,6 @@ def test_error_is_fixed_by_editing_the_file(orch_home: Path, cli: Cli) -> None:
     assert (code, out.strip(), err) == (0, "[]", "")
 
 
-@hyp_settings(max_examples=40, deadline=None)
-@given(st.from_regex(r"[a-z][a-z_]{0,20}", fullmatch=True).filter(lambda k: k not in TOP_KEYS))
-def test_any_unknown_top_level_key_names_itself_and_its_line(key: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        (home / "orch.yaml").write_text(f"max_rounds: 1\n\n{key}: 1\n", encoding="utf-8")
-        with pytest.raises(ConfigError) as info:
-            load_settings(home, environ={})
-    assert info.value.key == key
-    assert info.value.line == 3
-    assert info.value.exit_code == 4
-
-
 # ---------------------------------------------------------------- the environment
 
 @pytest.mark.parametrize(("name", "value", "detail"), [
@@ -181,40 +142,6 @@ def test_bad_environment_value_is_a_config_error(
     assert "orch.yaml" not in line
 
 
-def test_environment_overrides_scalars_and_flags(orch_home: Path) -> None:
-    write_config(orch_home, "max_concurrency: 1\nflags:\n  serial_gate_enabled: true\n")
-    settings = load_settings(orch_home, environ={
-        "ORCH_MAX_CONCURRENCY": "2", "ORCH_SERIAL_GATE_ENABLED": "false",
-        "ORCH_RETRY_BACKOFF_S": " 0 ", "ORCH_PIPELINE": "default"})
-    assert settings.max_concurrency == 2
-    assert settings.retry_backoff_s == 0
-    assert settings.flags.serial_gate_enabled is False
-    assert settings.pipeline == "default"
-    assert load_settings(orch_home, environ={}).max_concurrency == 1
-
-
-def test_os_environ_is_read_when_no_mapping_is_given(
-        orch_home: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
-    monkeypatch.setenv("ORCH_MAX_CONCURRENCY", "2")
-    assert load_settings(orch_home).max_concurrency == 2
-
-
-@pytest.mark.parametrize("word", [*TRUE_WORDS, "TRUE", "Yes", " on "])
-def test_true_words(word: str, orch_home: Path) -> None:
-    write_config(orch_home, "flags:\n  impossible_queued_sanitize_enabled: false\n")
-    settings = load_settings(orch_home,
-                             environ={"ORCH_IMPOSSIBLE_QUEUED_SANITIZE_ENABLED": word})
-    assert settings.flags.impossible_queued_sanitize_enabled is True
-
-
-@pytest.mark.parametrize("word", [*FALSE_WORDS, "False", "OFF", "No "])
-def test_false_words(word: str, orch_home: Path) -> None:
-    settings = load_settings(orch_home,
-                             environ={"ORCH_IMPOSSIBLE_QUEUED_SANITIZE_ENABLED": word})
-    assert settings.flags.impossible_queued_sanitize_enabled is False
-    assert settings.flags.serial_gate_enabled is True
-
-
 def test_other_orch_variables_are_not_configuration(
         orch_home: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """What orch gives its agents (and nested keys) is ignored, so an agent can call orch."""
@@ -230,15 +157,6 @@ def test_other_orch_variables_are_not_configuration(
     settings = load_settings(orch_home)
     assert settings.repos.keys() == {"app"}
     assert settings.budget.task_usd == 20
-
-
-def test_home_resolution_order(tmp_path: Path) -> None:
-    env = {"ORCH_HOME": str(tmp_path / "env-home"), "XDG_STATE_HOME": str(tmp_path / "xdg")}
-    assert resolve_home(str(tmp_path / "opt"), env) == tmp_path / "opt"
-    assert resolve_home(None, env) == tmp_path / "env-home"
-    assert resolve_home(None, {"XDG_STATE_HOME": str(tmp_path / "xdg")}) == \
-        tmp_path / "xdg" / "orch"
-    assert resolve_home(None, {}) == Path.home() / ".local" / "state" / "orch"
 
 
 def test_orch_home_variable_is_used_without_home_option(
@@ -385,19 +303,6 @@ def test_repo_path_key_is_still_required(orch_home: Path, cli: Cli) -> None:
 
 # ---------------------------------------------------------------- defaults and shipped files
 
-def test_defaults_when_orch_yaml_is_absent(tmp_path: Path) -> None:
-    settings = load_settings(tmp_path / "no-home", environ={})
-    for key, (_, _, default) in SCALARS.items():
-        expected = None if key == "env_file" else default
-        assert getattr(settings, key) == expected, key
-    assert settings.flags == Flags()
-    assert settings.notify is None
-    assert set(settings.agents) == set(DEFAULT_AGENTS)
-    assert dict(settings.repos) == {}
-    assert settings.budget.task_usd is None
-    assert [stage.name for stage in load_pipeline(settings).stages] == [
-        "analysis", "development", "review", "testing", "staging", "merge"]
-
 
 def test_commands_run_on_defaults_without_orch_yaml(tmp_path: Path, cli: Cli) -> None:
     home = tmp_path / "bare"
@@ -407,18 +312,3 @@ def test_commands_run_on_defaults_without_orch_yaml(tmp_path: Path, cli: Cli) ->
     assert_one_error_line(code, err, 3, "'app'", "none configured")
 
 
-def test_shipped_config_loads_clean_and_matches_the_packaged_copy(tmp_path: Path) -> None:
-    shipped = CHECKOUT / "config" / "orch.yaml"
-    packaged = CHECKOUT / "orch" / "data" / "orch.yaml"
-    assert shipped.read_bytes() == packaged.read_bytes()
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(shipped, home / "orch.yaml")
-    settings = load_settings(home, environ={})
-    assert settings.max_concurrency == 1
-    assert settings.heartbeat_timeout_s == 60
-    assert settings.flags == Flags()
-    assert (settings.budget.task_usd, settings.budget.day_usd) == (20, 200)
-    assert {"analyst", "developer", "reviewer"} <= set(settings.agents)
-    assert settings.agents["analyst"].output == "claude-json"
-    assert load_pipeline(settings).first.name == "analysis"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import (
+from support.engine import (
     EngineHome,
     alive,
     group_alive,
@@ -29,13 +29,6 @@ from engine_helpers import (
 from orch import procs
 
 WORK = {"name": "work", "runner": "agent", "role": "worker", "gate": "exit_zero"}
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def sleepy_agent(eh: EngineHome) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CliResult, run_git
+from support.cli import CliResult, orch_script
+from support.git import run_git
 
 from orch.artifacts import TEST_REPORT_FILE, read_document
 
@@ -282,13 +282,6 @@ def test_test_run_and_the_testing_stage_give_the_same_verdict(
 
 
 # --- the installed console script --------------------------------------------------------
-
-
-def orch_script() -> str:
-    beside = Path(sys.executable).parent / "orch"
-    found = str(beside) if beside.exists() else shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
 
 
 def test_the_console_script_exit_status_and_json(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.git import commit_file, git, make_repo_with_identity
 
 from orch.artifacts import MERGE_REPORT_FILE, read_document
 from orch.gitops import MergeOutcome, ensure_worktree, merge_task
@@ -20,41 +20,12 @@ from orch.runners.merge import run_merge
 
 BRANCH = "orch/1-task"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep the user's global and system git config (signing, hooks paths) out of the tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path_factory.mktemp("home") / "gitconfig"))
-        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR"):
-            patch.delenv(name, raising=False)
-        yield
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def commit_file(cwd: Path, name: str, text: str, message: str | None = None) -> str:
-    (cwd / name).parent.mkdir(parents=True, exist_ok=True)
-    (cwd / name).write_text(text)
-    git(cwd, "add", name)
-    git(cwd, "commit", "-q", "-m", message or f"write {name}")
-    return git(cwd, "rev-parse", "HEAD")
+pytestmark = pytest.mark.usefixtures("isolated_git")
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Test User")
-    git(path, "config", "user.email", "test@example.com")
-    git(path, "config", "commit.gpgsign", "false")
-    commit_file(path, "README.md", "hello\n", "initial")
-    return path
+    return make_repo_with_identity(tmp_path / "repo")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import http.server
 import io
 import json
 import os
-import re
 import shutil
 import sqlite3
 import stat
@@ -23,17 +22,14 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from conftest import GIT_ENV, run_git
+from support.checkout import CHECKOUT
+from support.cli import orch_script
+from support.git import GIT_ENV, run_git
+from support.prometheus import parse_metrics
 
-from orch.engine.metrics import Metrics, render
-from orch.state import maint
-from orch.state.schema import open_database
 from orch.timeutil import to_iso
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 Result = tuple[int, str, str]
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-z_]+="(?:[^"\\]|\\.)*",?)*\})? '
-                    r'(-?[0-9.e+]+|NaN|[+-]Inf)$')
 NOTE_KEYS = {"event", "task", "repo", "title", "stage", "state", "reason", "at"}
 
 # build commits unless {artifacts}/nocommit; gate FAILs on {artifacts}/fail (-> failed, with
@@ -138,16 +134,6 @@ def read_notes(path: Path) -> list[dict[str, Any]]:
         found.append(obj)
 
 
-def real_orch() -> str:
-    """The installed console script itself (not a version-manager shim)."""
-    beside = Path(sys.executable).parent / "orch"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
-
-
 @pytest.fixture
 def git_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits made by pipeline commands and the merge get a fixed identity."""
@@ -193,29 +179,6 @@ def flow(orch_home: Path, run: Callable[..., Result], git_env: None,
 # ---------------------------------------------------------------- metrics
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Every sample of a Prometheus text exposition; each family has HELP and TYPE first."""
-    assert text.endswith("\n")
-    samples: dict[str, float] = {}
-    typed: set[str] = set()
-    helped: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            helped.add(line.split()[2])
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            assert kind in ("counter", "gauge"), line
-            typed.add(name)
-        else:
-            match = SAMPLE.match(line)
-            assert match, f"not a sample line: {line!r}"
-            assert match.group(1) in typed and match.group(1) in helped, line
-            key = line.rsplit(" ", 1)[0]
-            assert key not in samples, f"duplicate series {key}"
-            samples[key] = float(line.rsplit(" ", 1)[1])
-    return samples
-
-
 def test_metrics_text_counters_tasks_and_jobs(orch_home: Path, run: Callable[..., Result]
                                               ) -> None:
     home = orch_home
@@ -244,31 +207,6 @@ def test_metrics_text_counters_tasks_and_jobs(orch_home: Path, run: Callable[...
     expected = datetime(2026, 1, 2, 3, 4, 5, 500000, tzinfo=UTC).timestamp()
     assert samples["orch_last_tick_timestamp_seconds"] == expected
     assert 86_000 < samples["orch_oldest_waiting_task_age_seconds"] < 87_000
-
-
-def test_metrics_escape_labels_and_name_unknown_counters() -> None:
-    text = render(Metrics(counters={"odd-name.x": 2}, tasks={('we"ird\\\n', "active"): 1},
-                          jobs_running=1, jobs_queued=0, last_tick_at=None,
-                          oldest_waiting_age_s=0.0))
-    samples = parse_metrics(text)
-    assert samples["orch_odd_name_x"] == 2
-    assert samples['orch_tasks{stage="we\\"ird\\\\\\n",state="active"}'] == 1
-    assert samples["orch_last_tick_timestamp_seconds"] == 0
-
-
-def test_metrics_queries_read_open_tasks_through_an_index(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "orch.db")
-    statements: list[str] = []
-    db.conn.set_trace_callback(statements.append)
-    maint.open_task_counts(db)
-    maint.oldest_waiting_since(db)
-    db.conn.set_trace_callback(None)
-    assert len(statements) == 2
-    for sql in statements:  # an index of open tasks/states, never a scan of the history
-        plan = " ".join(str(row[3]) for row in db.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
-        assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (sql, plan)
-        assert not re.search(r"SCAN tasks(?! USING)", plan), (sql, plan)
-    db.close()
 
 
 def test_metrics_output_is_written_atomically(orch_home: Path, run: Callable[..., Result],
@@ -480,7 +418,7 @@ def test_failing_notify_hook_is_an_event_not_a_tick_error(
 
 
 def test_orch_tick_wrapper_runs_a_quiet_tick(orch_home: Path, tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "ORCH_HOME": str(orch_home), "ORCH_BIN": real_orch()}
+    env = {"HOME": str(tmp_path), "ORCH_HOME": str(orch_home), "ORCH_BIN": orch_script()}
     done = subprocess.run(["sh", str(CHECKOUT / "bin" / "orch-tick")], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")

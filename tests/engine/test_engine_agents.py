@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-from engine_helpers import (
+from support.engine import (
     EngineHome,
     alive,
     claude_result,
+    finished,
     group_alive,
     wait_for,
     write_script,
@@ -26,13 +26,6 @@ from engine_helpers import (
 WORK = {"name": "work", "runner": "agent", "role": "worker", "gate": "exit_zero"}
 CLAUDE = ["claude", "-p", "--output-format", "json", "{prompt}"]
 STOP = {"ORCH_MAX_CONCURRENCY": "0"}  # a tick that reaps and judges but starts nothing
-
-
-@pytest.fixture
-def eh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None):
-    home = EngineHome(tmp_path, monkeypatch)
-    yield home
-    home.close()
 
 
 def fake_claude(eh: EngineHome, output: str, exit_code: int = 0) -> Path:
@@ -50,10 +43,6 @@ exit {exit_code}
 def calls(eh: EngineHome) -> list[str]:
     path = eh.bin / "claude.calls"
     return path.read_text().split() if path.exists() else []
-
-
-def finished(eh: EngineHome, job_id: int) -> bool:
-    return eh.job(job_id)["status"] != "running"
 
 
 def first_job(eh: EngineHome, task: int) -> dict:

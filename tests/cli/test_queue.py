@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from orch.config import load_settings
-from orch.engine.queue import ExplainContext, RepoGate, build_queue, explain
+from orch.engine.queue import build_queue
 from orch.pipeline import load_pipeline
 from orch.state import events
 from orch.state.schema import open_database
@@ -345,34 +345,6 @@ def test_unavailable_repo_and_repo_filter(tmp_path: Path, git_repo: Callable[...
     assert list(only["serial_gate"]["repos"]) == ["gone"]
     code, _, err = cli(home, "queue", "--repo", "nope")
     assert code == 3 and "nope" in err
-
-
-# --------------------------------------------------------------------------- explain (pure)
-
-def _task(task_id: int, **over: Any) -> dict[str, Any]:
-    row = {"id": task_id, "repo": "app", "stage": "work", "state": "waiting", "round": 0,
-           "paused_at": None, "pause_reason": None, "hold_reason": None, "title": "t"}
-    return row | over
-
-
-def test_explain_rare_cases() -> None:
-    now = datetime.now(UTC)
-    gate = RepoGate("app", 3, holders=(1,), waiting=(5, 6, 7), paused=(), frozen=False)
-    ctx = ExplainContext(now=now, gates={"app": gate})
-    assert explain(_task(5), ctx) == "next tick admits it (a slot of app is free)"
-    assert explain(_task(7), ctx) == "serial gate: the 2 free slots of app go to tasks 5, 6 first"
-    one_free = ExplainContext(now=now, gates={"app": RepoGate("app", 2, (1,), (5, 6), (), False)})
-    assert explain(_task(6), one_free) == "serial gate: the free slot of app goes to task 5 first"
-    assert explain(_task(9, state="needs_input"), ctx) == \
-        "needs input: see orch task show 9, then orch resume 9"
-    running = {"id": 31, "task_id": 9, "status": "running", "pid": 4242,
-               "heartbeat_at": to_iso(now - timedelta(seconds=90))}
-    late = ExplainContext(now=now, heartbeat_timeout_s=60, jobs={9: running},
-                          running=(running,))
-    line = explain(_task(9, state="active", paused_at="x", pause_reason="later"), late)
-    assert line.startswith("job 31 running (pid 4242, heartbeat 90 s ago, overdue")
-    assert line.endswith("; paused (later) after it")
-    assert explain(_task(2, state="closed", stage="done"), ctx) == "closed (done)"
 
 
 # --------------------------------------------------------------------------- rendering

@@ -7,21 +7,20 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from support.checkout import CHECKOUT
+from support.cli import CliResult, orch_script
 from typer.testing import CliRunner
 
 from orch.cli import app
 from orch.config import load_settings
 from orch.state.tasks import TASK_COLUMNS
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 Result = tuple[int, str, str]
 
@@ -559,14 +558,25 @@ def test_cli_runner_on_the_app(orch_home: Path, clean_env: None) -> None:
     assert json.loads(result.stdout) == []
 
 
+def test_a_run_builds_only_its_command_and_help_still_lists_all(
+        cli: Callable[..., CliResult], orch_home: Path) -> None:
+    from orch.cli import _app_for, app
+
+    slim = _app_for(["--home", "x", "tick", "--json"])
+    assert [info.name for info in slim.registered_commands] == ["tick"]
+    assert not slim.registered_groups
+    task = _app_for(["task", "list"])
+    assert len(task.registered_groups) == 1 and not task.registered_commands
+    assert _app_for(["--help"]) is app and _app_for(["nosuch"]) is app
+    code, out, _ = cli(orch_home, "tick", "--json")
+    assert code == 0 and json.loads(out)["claimed"] == []
+    code, _, err = cli(orch_home, "tikc")
+    assert code == 2 and "tick" in err
+    code, out, _ = cli(None, "--help")
+    assert code == 0 and "queue" in out and "tick" in out
+
+
 # ---------------------------------------------------------------- the real console script
-
-def orch_script() -> str:
-    beside = Path(sys.executable).parent / "orch"
-    found = str(beside) if beside.exists() else shutil.which("orch")
-    assert found, "the orch console script is not installed"
-    return found
-
 
 def test_issue_2_done_when_through_the_console_script(
         tmp_path: Path, git_repo: Callable[..., Path]) -> None:

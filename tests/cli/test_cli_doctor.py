@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CliResult, run_git
+from support.cli import CliResult
+from support.git import run_git
 
 SSH_SCRIPT = """#!/bin/sh
 printf '%s\\n' "$@" > "{log}"

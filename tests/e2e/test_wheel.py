@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[2]
 TEMPLATES = ("00-task.md", "01-questions.md", "02-analysis.md", "10-dev-report.md",
              "12-review.md", "13-test-report.md", "14-staging-report.md", "15-merge-report.md")
 
