@@ -547,11 +547,11 @@ def _time_orch_claims(home: Path, count: int) -> float:
     db = open_database(home / "orch.db")
     with db.transaction():
         for i in range(count):
-            task = db.execute(
+            task = db.insert(
                 "INSERT INTO tasks (repo, title, priority, stage, state, admitted, created_at, "
-                "updated_at) VALUES ('app', ?, 0, 'run', 'active', 1, ?, ?)",
-                (f"t{i}", OLD, OLD)).lastrowid
-            jobs_state.enqueue(db, int(task or 0), "run", "command")
+                "updated_at) VALUES ('app', ?, 0, 'run', 'active', 1, ?, ?) RETURNING id",
+                (f"t{i}", OLD, OLD))
+            jobs_state.enqueue(db, task, "run", "command")
     owner = Owner(os.getpid(), None, platform.node(), "bench", time.monotonic())
     start = time.perf_counter()
     for _ in range(count):

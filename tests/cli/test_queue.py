@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from orch.config import load_settings
-from orch.engine.queue import build_queue
+from orch.engine.commands.queue import build_queue
 from orch.pipeline import load_pipeline
 from orch.state import events
 from orch.state.schema import open_database
@@ -308,8 +308,10 @@ def test_finished_job_and_budget_holds_by_sql(tmp_path: Path, git_repo: Callable
     tick(cli, home)
     sql(home, "UPDATE jobs SET status = 'succeeded', judged = 0, finished_at = ? WHERE id = 1",
         (ago(1),))
-    sql(home, "UPDATE tasks SET state = 'held', hold_reason = 'budget' WHERE id IN (?, ?)",
-        (ids[1], ids[2]))
+    sql(home, "UPDATE tasks SET state = 'held', hold_reason = 'budget', "
+        "hold_kind = 'budget-task' WHERE id = ?", (ids[1],))
+    sql(home, "UPDATE tasks SET state = 'held', hold_reason = 'budget', "
+        "hold_kind = 'budget-day' WHERE id = ?", (ids[2],))
     sql(home, "UPDATE jobs SET status = 'failed', verdict = 'HOLD' WHERE task_id IN (?, ?)",
         (ids[1], ids[2]))
     db = open_database(home / "orch.db")

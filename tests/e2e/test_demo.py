@@ -73,7 +73,7 @@ def live_processes_mentioning(text: str) -> list[int]:
 
 def test_a_demo_out_of_time_cancels_its_task_and_keeps_the_home(tmp_path: Path,
                                                                 clean_env: None) -> None:
-    from orch.demo.run import DemoStep, run_demo
+    from orch.engine.commands.demo import DemoStep, run_demo
 
     steps: list[DemoStep] = []
     home = tmp_path / "slow-home"

@@ -268,7 +268,6 @@ def test_sanitize_repairs_corrupted_queued_rows_or_leaves_them_with_the_flag_off
 
 def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_id(eh):
     """A tick killed between starting an inline command and recording its group."""
-    from orch.engine.common import logs_dir
     from orch.state import jobs as jobs_state
     from orch.state.jobs import Owner
     from orch.timeutil import now_iso
@@ -280,11 +279,11 @@ def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_id(eh):
     with eh.database() as db:  # the real claim, by an owner that has died since
         owner = Owner(gone.pid, 1, procs.hostname(), procs.boot_id(), time.monotonic())
         claimed = jobs_state.claim_next(db, now=now_iso(), max_concurrency=1, owner=owner,
-                                        log_dir=str(logs_dir(eh.settings())))
+                                        log_dir=str(eh.settings().paths.logs))
     assert claimed is not None
     job, run = claimed
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    marks = {"ORCH_HOME": str(eh.home), "ORCH_RUN_ID": str(run["id"])}
+    marks = {"ORCH_HOME": str(eh.home), "ORCH_RUN_ID": str(run.id)}
     orphan = subprocess.Popen(["sh", "-c", "sleep 60; true"], env={**env, **marks},
                               start_new_session=True)
     decoy = subprocess.Popen(["sh", "-c", "sleep 60; true"], start_new_session=True,
@@ -292,7 +291,7 @@ def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_id(eh):
     try:
         wait_for(lambda: len(group_alive(orphan.pid)) == 2, 5, "the orphan's sleep")
         report = eh.tick(env={"ORCH_MAX_CONCURRENCY": "0"})
-        assert report.reaped == [job["id"]]
+        assert report.reaped == [job.id]
         detail = eh.events(task, "reaped")[0]["detail"]
         assert f"killed process groups [{orphan.pid}]" in detail, detail
         orphan.wait(timeout=5)

@@ -233,7 +233,7 @@ def test_conflict_bounces_to_development_with_the_files_named(tmp_path):
     assert row["stage"] == "work" and row["round"] == 1
     report = home.artifact(task, "15-merge-report.md").read_text()
     assert "result: conflict" in report and "app.txt" in report
-    from orch.agents import prompt_context
+    from orch.prompts import prompt_context
 
     context = prompt_context(task_id=task, repo="app", stage="work", round_no=1,
                              artifacts=home.artifact(task, ""), worktree=home.repo,

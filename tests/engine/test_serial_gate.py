@@ -18,7 +18,7 @@ from support.engine import EngineHome, finished, wait_for, write_script
 
 from orch.cli import run as cli_run
 from orch.config import load_settings
-from orch.engine.actions import approve_or_reject, pause, resume
+from orch.engine.commands.actions import approve_or_reject, pause, resume
 from orch.engine.tick import run_tick
 from orch.pipeline import load_pipeline
 from orch.state.schema import open_database
@@ -85,11 +85,11 @@ class Orch:
         settings = load_settings(self.home)
         db = open_database(settings.db_path)
         try:
-            from orch.engine.tasks import NewTask, add_task
+            from orch.engine.commands.tasks import NewTask, add_task
 
             task = add_task(settings, db, NewTask(repo, title, "", priority),
                             load_pipeline(settings).first.name)
-            return int(task["id"])
+            return task.id
         finally:
             db.close()
 

@@ -16,7 +16,8 @@ from orch.errors import DatabaseError, TryAgainError
 from orch.state import counters, events, tasks
 from orch.state.db import Database
 from orch.state.jobs import OWNERSHIP
-from orch.state.schema import MIGRATIONS, SCHEMA_VERSION, migrate, open_database, schema_version
+from orch.state.schema import MIGRATIONS, SCHEMA_VERSION, migrate, open_database
+from orch.state.sqlite import SqliteDatabase
 
 STAMP = "2026-11-25T01:02:03.456789Z"
 
@@ -36,8 +37,8 @@ def add_job(db: Database, task_id: int, status: str = "queued", **columns: objec
     names = ["task_id", "stage", "runner", "status", "created_at", *columns]
     values = [task_id, "analysis", "agent", status, STAMP, *columns.values()]
     marks = ", ".join("?" for _ in names)
-    cursor = db.execute(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({marks})", values)
-    return int(cursor.lastrowid or 0)
+    return db.insert(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({marks}) RETURNING id",
+                     values)
 
 
 def schema_objects(path: Path) -> set[tuple[str, str]]:
@@ -78,7 +79,7 @@ def test_every_older_schema_upgrades_and_keeps_its_rows(tmp_path: Path, version:
 
     db = open_database(old)
     try:
-        assert schema_version(db) == SCHEMA_VERSION
+        assert db.schema_version() == SCHEMA_VERSION
         assert db.scalar("PRAGMA journal_mode") == "wal"
         if version >= 1:
             assert db.one("SELECT title, stage, state FROM tasks WHERE id = 1") == {
@@ -109,11 +110,11 @@ def test_a_failed_migration_leaves_the_previous_version(tmp_path: Path) -> None:
     build_old_database(path, 1)
     with raw(path) as conn:  # something in the way of migration 2
         conn.execute("CREATE TABLE repo_state (x)")
-    db = Database(path)
+    db = SqliteDatabase(path)
     try:
         with pytest.raises(sqlite3.OperationalError):
             migrate(db)
-        assert schema_version(db) == 1
+        assert db.schema_version() == 1
         assert db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'tasks_open'") == 0
         assert db.scalar("SELECT title FROM tasks") == "old task"
     finally:
@@ -266,7 +267,7 @@ def test_wal_and_pragmas(db: Database) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.scalar("PRAGMA synchronous") == 1  # NORMAL
     assert db.scalar("PRAGMA foreign_keys") == 1
-    assert schema_version(db) == SCHEMA_VERSION
+    assert db.schema_version() == SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------- locks
@@ -276,7 +277,7 @@ def test_locked_database_is_try_again(tmp_path: Path) -> None:
     open_database(path).close()
     holder = raw(path)
     holder.execute("BEGIN IMMEDIATE")
-    db = Database(path, busy_timeout_s=0.2)
+    db = SqliteDatabase(path, busy_timeout_s=0.2)
     try:
         started = time.monotonic()
         with pytest.raises(TryAgainError, match="locked") as info, db.transaction():

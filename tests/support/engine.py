@@ -30,7 +30,8 @@ from support.git import make_repo
 from orch import procs
 from orch.config import Settings, load_settings
 from orch.engine.tick import TickReport, run_tick
-from orch.pipeline import Pipeline, load_pipeline
+from orch.machine import Pipeline
+from orch.pipeline import load_pipeline
 from orch.state.db import Database
 from orch.state.schema import open_database
 
@@ -146,12 +147,12 @@ class EngineHome:
     # --- driving ---------------------------------------------------------------
 
     def add_task(self, title: str = "task", priority: int = 0) -> int:
-        from orch.engine.tasks import NewTask, add_task
+        from orch.engine.commands.tasks import NewTask, add_task
 
         settings = self.settings()
         with self.database() as db:
             return int(add_task(settings, db, NewTask("app", title, "", priority),
-                                self.pipeline(settings).first.name)["id"])
+                                self.pipeline(settings).first.name).id)
 
     def tick(self, max_claims: int = 1, dry_run: bool = False,
              env: dict[str, str] | None = None) -> TickReport:

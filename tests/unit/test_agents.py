@@ -10,22 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orch.agent_output import AgentReport, is_provider_limit, parse_output
+from orch.agent_output import classify_agent_run
 from orch.agents import (
-    GENERIC_TEMPLATE,
     PLACEHOLDERS,
     PROMPT_ARG_LIMIT,
-    AgentReport,
     PromptTooLarge,
     agent_env,
-    is_provider_limit,
-    judge_agent_run,
-    load_prompt_template,
     orch_env_vars,
-    parse_output,
-    previous_round_report,
-    prompt_context,
     read_env_file,
     render_argv,
+)
+from orch.prompts import (
+    GENERIC_TEMPLATE,
+    load_prompt_template,
+    previous_round_report,
+    prompt_context,
     render_prompt,
 )
 from orch.errors import ConfigError
@@ -640,7 +640,7 @@ def test_is_provider_limit(text: str, expected: bool) -> None:
     assert is_provider_limit(text) is expected
 
 
-# --- judge_agent_run --------------------------------------------------------
+# --- classify_agent_run --------------------------------------------------------
 
 CLEAN = AgentReport(session_id="s")
 HOLLOW = AgentReport(error="is_error")
@@ -662,18 +662,18 @@ LIMITED = AgentReport(error="429 rate limit", provider_limit=True)
         (0, False, AgentReport(), (RunOutcome.SUCCEEDED, None)),
     ],
 )
-def test_judge_agent_run(
+def test_classify_agent_run(
     exit_code: int | None,
     timed_out: bool,
     report: AgentReport,
     expected: tuple[RunOutcome, Verdict | None],
 ) -> None:
-    assert judge_agent_run(exit_code, timed_out, report) == expected
+    assert classify_agent_run(exit_code, timed_out, report) == expected
 
 
 def test_judge_end_to_end_claude_hollow_rate_limit() -> None:
     stdout = _claude(is_error=True, result="API Error: 429 rate_limit_error")
-    assert judge_agent_run(0, False, parse_output("claude-json", stdout)) == (
+    assert classify_agent_run(0, False, parse_output("claude-json", stdout)) == (
         RunOutcome.HOLLOW_SUCCESS,
         Verdict.DEFER,
     )

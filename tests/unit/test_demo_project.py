@@ -1,4 +1,4 @@
-"""The demo's project (orch.demo.run): its repository passes its own tests under pytest and
+"""The demo's project (orch.engine.commands.demo): its repository passes its own tests under pytest and
 unittest, and its configuration loads with the demo agents."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from support.git import run_git
 
 def test_the_demo_project_passes_under_pytest_and_unittest(tmp_path: Path) -> None:
     from orch.config import load_settings
-    from orch.demo.run import demo_config, demo_test_command, make_repo
+    from orch.engine.commands.demo import demo_config, demo_test_command, make_repo
 
     repo = tmp_path / "repo"
     commit = make_repo(repo)

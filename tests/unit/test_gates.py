@@ -67,7 +67,7 @@ def context(directory: Path, **fields: Any) -> GateContext:
 
 
 def judged(gate: str, directory: Path, **fields: Any) -> GateResult:
-    result = gates.judge(gate, context(directory, **fields))
+    result = gates.run_gate(gate, context(directory, **fields))
     assert "\n" not in result.reason and result.reason
     return result
 

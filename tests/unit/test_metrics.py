@@ -1,10 +1,10 @@
-"""The Prometheus text of `orch metrics` (orch.engine.metrics.render), from a Metrics value."""
+"""The Prometheus text of `orch metrics` (orch.engine.commands.metrics.render), from a Metrics value."""
 
 from __future__ import annotations
 
 from support.prometheus import parse_metrics
 
-from orch.engine.metrics import Metrics, render
+from orch.engine.commands.metrics import Metrics, render
 
 
 def test_metrics_escape_labels_and_name_unknown_counters() -> None:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from orch import procs
+from orch.procs.run import OUTPUT_TAIL_BYTES
 
 
 def wait_until(predicate, timeout_s: float = 5.0) -> bool:
@@ -291,7 +292,7 @@ def test_output_tails_and_log_file(tmp_path):
             "print('problem', file=sys.stderr)\n")
     result = run([sys.executable, "-c", code], tmp_path, log_path=log)
     assert result.exit_code == 0
-    assert len(result.output_tail.encode()) <= procs.OUTPUT_TAIL_BYTES
+    assert len(result.output_tail.encode()) <= OUTPUT_TAIL_BYTES
     assert "line 19999\n" in result.output_tail
     assert "line 0\n" not in result.output_tail
     assert result.stderr_tail == "problem\n"

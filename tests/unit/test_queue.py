@@ -1,4 +1,4 @@
-"""The reason line of `orch queue` for rare cases (orch.engine.queue.explain, a pure function);
+"""The reason line of `orch queue` for rare cases (orch.engine.commands.queue.explain, a pure function);
 the queue through the CLI, with every common cause, is in tests/cli/test_queue.py."""
 
 from __future__ import annotations
@@ -6,14 +6,26 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orch.engine.queue import ExplainContext, RepoGate, explain
+from orch.engine.commands.queue import ExplainContext, RepoGate, explain
+from orch.state.records import Job, Task
 from orch.timeutil import to_iso
 
+STAMP = "2026-12-02T00:00:00.000000Z"
 
-def _task(task_id: int, **over: Any) -> dict[str, Any]:
-    row = {"id": task_id, "repo": "app", "stage": "work", "state": "waiting", "round": 0,
-           "paused_at": None, "pause_reason": None, "hold_reason": None, "title": "t"}
-    return row | over
+
+def _task(task_id: int, **over: Any) -> Task:
+    row = {"id": task_id, "repo": "app", "title": "t", "body": "", "priority": 0,
+           "stage": "work", "state": "waiting", "round": 0, "admitted": 0, "paused_at": None,
+           "pause_reason": None, "hold_reason": None, "branch": None, "created_at": STAMP,
+           "updated_at": STAMP, "hold_kind": None}
+    return Task.from_row(row | over)
+
+
+def _job(**over: Any) -> Job:
+    row = {column: None for column in Job.columns()}
+    row |= {"stage": "work", "runner": "agent", "attempt": 1, "defers": 0, "created_at": STAMP,
+            "judged": 1}
+    return Job.from_row(row | over)
 
 
 def test_explain_rare_cases() -> None:
@@ -26,8 +38,8 @@ def test_explain_rare_cases() -> None:
     assert explain(_task(6), one_free) == "serial gate: the free slot of app goes to task 5 first"
     assert explain(_task(9, state="needs_input"), ctx) == \
         "needs input: see orch task show 9, then orch resume 9"
-    running = {"id": 31, "task_id": 9, "status": "running", "pid": 4242,
-               "heartbeat_at": to_iso(now - timedelta(seconds=90))}
+    running = _job(id=31, task_id=9, status="running", pid=4242,
+                   heartbeat_at=to_iso(now - timedelta(seconds=90)))
     late = ExplainContext(now=now, heartbeat_timeout_s=60, jobs={9: running},
                           running=(running,))
     line = explain(_task(9, state="active", paused_at="x", pause_reason="later"), late)
