@@ -94,17 +94,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
-import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MARK_VAR = "ORCH_RUN_MARK"
 SALT_FILE = "run-mark-salt"
@@ -130,6 +128,8 @@ def home_id(home: Path) -> str:
     `<home>/run-mark-salt`) and of the directory's device and inode. Raises
     OSError when the home does not exist or the salt cannot be written.
     """
+    import hashlib
+
     st = os.stat(home)
     salt = _home_salt(Path(home))
     return hashlib.sha256(f"{salt}:{st.st_dev}:{st.st_ino}".encode()).hexdigest()[:16]
@@ -142,8 +142,8 @@ def _home_salt(home: Path) -> str:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         pass
-    tmp = home / f".{SALT_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    tmp.write_text(secrets.token_hex(16) + "\n", encoding="ascii")
+    tmp = home / f".{SALT_FILE}.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp.write_text(os.urandom(16).hex() + "\n", encoding="ascii")
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -162,7 +162,7 @@ def run_mark(home: str, run_id: int | str) -> str:
 
 def adhoc_mark() -> str:
     """A one-off mark for a run that belongs to no home (`orch test-run` without one)."""
-    return f"{secrets.token_hex(8)}:adhoc"
+    return f"{os.urandom(8).hex()}:adhoc"
 
 
 def _check_mark(mark: str) -> None:
@@ -850,13 +850,39 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"orch: cannot start {args.command[0]}: {exc}", file=sys.stderr, flush=True)
         return 127 if _not_found(exc, args.command[0]) else 126
-    while child.poll() is None and not stop:
-        time.sleep(0.05)
+    _wait_child_or_stop(child, stop)
     me = os.getpid()
     end_run_tree(args.mark, (me, start_ticks(me) or 0), grace_s=args.grace, cgroup=cgroup)
     code = child.wait()
     reap_adopted()
     return _exit_like(code)
+
+
+def _wait_child_or_stop(child: Any, stop: list[int]) -> None:
+    """Block until the child exits or a stop signal arrives (a pidfd and the signal
+    wakeup fd in one select: no polling delay on a short command)."""
+    import select
+
+    wake_r, wake_w = os.pipe()
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
+    previous = signal.set_wakeup_fd(wake_w)
+    try:
+        pidfd: int | None = os.pidfd_open(child.pid)
+    except OSError:
+        pidfd = None  # no pidfd: wake up every 50 ms to look
+    try:
+        while child.poll() is None and not stop:
+            watched = [wake_r] if pidfd is None else [wake_r, pidfd]
+            select.select(watched, [], [], 0.05 if pidfd is None else 1.0)
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 512)
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(wake_r)
+        os.close(wake_w)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _parse_args(argv: list[str]):  # type: ignore[no-untyped-def]

@@ -82,14 +82,34 @@ def mark(ended: list[str]) -> str:
     return value
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_helper_left() -> Iterator[None]:
+    """A test that fails half-way leaves none of the helpers it started running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def popen(argv: list[str], **kwargs) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(argv, text=True, **kwargs)
+    _STARTED.append(proc)
+    return proc
+
+
 def start(script: str, env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
-    return subprocess.Popen(["sh", "-c", script], env=env, text=True, **kwargs)
+    return popen(["sh", "-c", script], env=env, **kwargs)
 
 
 def python_helper(code: str, env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
     """A Python child that can import orch.proctree, running `code`."""
     env = {**env, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([PY, "-c", textwrap.dedent(code)], env=env, text=True, **kwargs)
+    return popen([PY, "-c", textwrap.dedent(code)], env=env, **kwargs)
 
 
 # --- marks ---------------------------------------------------------------------
@@ -144,8 +164,10 @@ def test_home_id_agrees_between_concurrent_first_callers(tmp_path: Path) -> None
 def test_setsid_grandchild_of_an_exited_child_is_found_and_killed(mark: str) -> None:
     child = start("setsid sleep 999 >/dev/null 2>&1 & echo $!", pt.marked_env(os.environ, mark),
                   stdout=subprocess.PIPE)
-    sleeper = ident_of(int(child.communicate()[0]))
+    pid = int(child.communicate()[0])
     assert child.returncode == 0
+    assert wait_until(lambda: pt.read_proc(pid).comm == "sleep")  # type: ignore[union-attr]
+    sleeper = ident_of(pid)
     found = pt.find_run_processes(mark)
     assert [(p.pid, p.evidence) for p in found] == [(sleeper[0], "mark")]
     assert found[0].sid == sleeper[0]  # its own session: a group kill would miss it
@@ -241,8 +263,8 @@ def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(tmp_path: P
 
 
 def test_a_process_that_honours_sigterm_is_not_killed(mark: str) -> None:
-    child = subprocess.Popen(["sleep", "999"], env=pt.marked_env(os.environ, mark),
-                             start_new_session=True)
+    child = popen(["sleep", "999"], env=pt.marked_env(os.environ, mark),
+                  start_new_session=True)
     result = pt.end_run_tree(mark, grace_s=5)
     child.wait()
     assert child.returncode == -signal.SIGTERM
@@ -251,7 +273,7 @@ def test_a_process_that_honours_sigterm_is_not_killed(mark: str) -> None:
 
 
 def test_a_zombie_is_not_a_live_process_of_the_run(mark: str) -> None:
-    child = subprocess.Popen(["true"], env=pt.marked_env(os.environ, mark))
+    child = popen(["true"], env=pt.marked_env(os.environ, mark))
     assert wait_until(lambda: pt.read_proc(child.pid).state == "Z")  # type: ignore[union-attr]
     assert pt.find_run_processes(mark) == []
     child.wait()
@@ -281,9 +303,12 @@ def test_the_tree_finds_a_cleared_environment_but_stops_at_other_runs(tmp_path: 
     script = (f"env -i sleep 997 & echo $! >> {pids}; "
               f"env {pt.MARK_VAR}={kick_env[pt.MARK_VAR]} sleep 998 & echo $! >> {pids}; "
               f"env {pt.MARK_VAR}={other} sleep 999 & echo $! >> {pids}; wait")
-    root = subprocess.Popen(["sh", "-c", script], start_new_session=True,
-                            env=pt.marked_env(os.environ, mark))
-    cleared, kicked, foreign = (ident_of(pid) for pid in read_pids(pids, 3))
+    root = popen(["sh", "-c", script], start_new_session=True,
+                 env=pt.marked_env(os.environ, mark))
+    trio = read_pids(pids, 3)
+    # until it execs, a forked child still has the shell's (marked) environment
+    assert wait_until(lambda: all(pt.read_proc(pid).comm == "sleep" for pid in trio))  # type: ignore
+    cleared, kicked, foreign = (ident_of(pid) for pid in trio)
     try:
         found = {p.pid: p.evidence for p in pt.find_run_processes(mark, ident_of(root.pid))}
         assert found == {root.pid: "mark", cleared[0]: "tree"}
@@ -392,8 +417,8 @@ def test_a_subreaper_adopts_an_orphan_that_left_everything_and_reaps_it(mark: st
 
 
 def shim(mark: str, *command: str, grace: float = 2.0, **kwargs) -> subprocess.Popen[str]:
-    return subprocess.Popen([PY, "-m", "orch.proctree", "--mark", mark, "--grace", str(grace),
-                             "--", *command], text=True, cwd=ROOT, **kwargs)
+    return popen([PY, "-m", "orch.proctree", "--mark", mark, "--grace", str(grace),
+                  "--", *command], cwd=ROOT, **kwargs)
 
 
 def test_the_shim_ends_the_tree_and_exits_as_its_command(mark: str) -> None:
