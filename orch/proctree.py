@@ -315,17 +315,24 @@ def find_run_processes(mark: str | None, root: Identity | None = None, *,
     return scan_run(mark, root, cgroup=cgroup).procs
 
 
+Marks = list[str] | _Unreadable | None  # what env_marks() returns
+
+
 def scan_run(mark: str | None, root: Identity | None = None, *, cgroup: Path | None = None,
-             on_mark: Callable[[Proc], None] | None = None,
-             deadline: float | None = None) -> Scan:
+             on_mark: Callable[[Proc], None] | None = None, deadline: float | None = None,
+             env_cache: dict[Identity, Marks] | None = None) -> Scan:
     """`find_run_processes` in one pass over /proc, calling `on_mark` on each marked
     process as soon as it is seen (so a freeze need not wait for the whole pass) and
-    stopping at `deadline` (time.monotonic()) with a partial result."""
+    stopping at `deadline` (time.monotonic()) with a partial result. `env_cache` keeps
+    what each process's environment said across scans: a process's initial
+    environment does not change, and reading it is the slow part of a scan (under
+    a fork storm, ~100 ms per process)."""
     if mark is not None:
         _check_mark(mark)
+    cache: dict[Identity, Marks] = {} if env_cache is None else env_cache
     barred = _self_and_ancestors({})
     table: dict[int, Proc] = {}
-    envs: dict[int, list[str] | _Unreadable | None] = {}
+    envs: dict[int, Marks] = {}
     found: dict[int, Proc] = {}
     partial = False
     for entry in os.listdir("/proc"):
@@ -340,17 +347,29 @@ def scan_run(mark: str | None, root: Identity | None = None, *, cgroup: Path | N
         table[proc.pid] = proc
         if not _eligible(proc, barred):
             continue
-        envs[proc.pid] = env_marks(proc.pid)
-        if envs[proc.pid] is UNREADABLE:
+        envs[proc.pid] = marks = _marks_of_proc(proc, cache)
+        if marks is UNREADABLE:
             table[proc.pid] = proc = proc._replace(hidden=True)
-        if mark is not None and _has_mark(envs[proc.pid], mark) \
-                and start_ticks(proc.pid) == proc.started:  # the environ read was this one's
+        if mark is not None and _has_mark(marks, mark):
             found[proc.pid] = proc._replace(evidence="mark")
             if on_mark is not None:
                 on_mark(found[proc.pid])
     _add_cgroup_and_root(table, cgroup, root, barred, found)
     _walk_down(table, list(found), mark, envs, barred, found, root)
     return Scan(sorted(found.values(), key=lambda proc: proc.pid), table, partial)
+
+
+def _marks_of_proc(proc: Proc, cache: dict[Identity, Marks]) -> Marks:
+    """env_marks() of this very process (pid and start time), through the cache. A
+    pid reused between the stat read and the environ read is caught by reading the
+    start time again; that answer is then "gone" ([]), so nothing is decided on it."""
+    if proc.identity in cache:
+        return cache[proc.identity]
+    marks = env_marks(proc.pid)
+    if isinstance(marks, list) and marks and start_ticks(proc.pid) != proc.started:
+        return []
+    cache[proc.identity] = marks
+    return marks
 
 
 def _add_cgroup_and_root(table: Mapping[int, Proc], cgroup: Path | None,
@@ -373,12 +392,12 @@ def _eligible(proc: Proc, barred: set[int]) -> bool:
             and proc.state not in _ZOMBIE)
 
 
-def _has_mark(marks: list[str] | _Unreadable | None, mark: str) -> bool:
+def _has_mark(marks: Marks, mark: str) -> bool:
     return isinstance(marks, list) and mark in marks
 
 
 def _walk_down(table: Mapping[int, Proc], starts: list[int], mark: str | None,
-               envs: Mapping[int, list[str] | _Unreadable | None], barred: set[int],
+               envs: Mapping[int, Marks], barred: set[int],
                found: dict[int, Proc], root: Identity | None) -> None:
     """Add the descendants of `starts` and of the root (when its start time matches:
     it may be the caller itself, never listed but walked from) to `found`, not
@@ -541,12 +560,13 @@ class _Book:
     groups: set[int] = field(default_factory=set)
     denied: dict[Identity, Proc] = field(default_factory=dict)
     rounds: int = 0
+    envs: dict[Identity, Marks] = field(default_factory=dict)
 
     def scan(self, deadline: float | None = None,
              on_mark: Callable[[Proc], None] | None = None) -> Scan:
         """The run's live processes now, less those we may not signal."""
         scan = scan_run(self.mark, self.root, cgroup=self.cgroup, on_mark=on_mark,
-                        deadline=deadline)
+                        deadline=deadline, env_cache=self.envs)
         scan.procs = [p for p in scan.procs if p.identity not in self.denied]
         self.seen.update(p.identity for p in scan.procs)
         return scan
