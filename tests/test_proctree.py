@@ -429,6 +429,8 @@ def test_the_shim_ends_the_tree_and_exits_as_its_command(mark: str) -> None:
     assert pt.read_proc(int(out)) is None  # killed and reaped by the shim
     proc = shim(mark, "sh", "-c", "kill -9 $$", env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc = shim(mark, "sh", "-c", "kill -SEGV $$", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.wait(timeout=30) == -signal.SIGSEGV  # as the test-runner would see it bare
     proc = shim(mark, "no-such-command-here", env={**os.environ, "PYTHONPATH": str(ROOT)},
                 stderr=subprocess.PIPE)
     assert proc.wait(timeout=30) == 127 and "cannot start" in proc.communicate()[1]
