@@ -81,6 +81,16 @@ def test_without_add_dir_the_sandbox_refuses_the_artifacts_folder(tmp_path: Path
     assert "patch rejected: writing outside of the project" in run.stderr
 
 
+# A project test that opens a loopback socket, as tests with a local server do.
+SOCKET_TEST = """import socket
+
+
+def test_loopback():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        socket.create_connection(server.getsockname()).close()
+"""
+
+
 def developer_steps(task: Task) -> list[Step]:
     """Edit, run the tests with orch's python, commit, write the report."""
     return [shell("printf 'def add(a, b):\\n    return a + b\\n' > calc.py"),
@@ -91,21 +101,29 @@ def developer_steps(task: Task) -> list[Step]:
 
 
 def test_developer_preset_commits_in_a_git_worktree(tmp_path: Path) -> None:
-    task = make_task(tmp_path, {"test_calc.py": "def test_ok():\n    pass\n"})
+    task = make_task(tmp_path, {"test_calc.py": SOCKET_TEST})
     run, api = run_role(tmp_path, task, PRESETS["developer"], developer_steps(task))
     assert run.exit_code == 0, run.stderr
     assert task.commits() == 1
     assert (task.artifacts / "10-dev-report.md").read_text() == "Added calc.add.\n"
-    assert '"exit_code":0' in api.tool_outputs()[1]  # pytest passed inside the sandbox
+    assert '"exit_code":0' in api.tool_outputs()[1], api.tool_outputs()  # pytest passed
 
 
 def test_plain_workspace_write_cannot_commit_yet_exits_0(tmp_path: Path) -> None:
-    task = make_task(tmp_path, {"test_calc.py": "def test_ok():\n    pass\n"})
+    task = make_task(tmp_path, {"test_calc.py": SOCKET_TEST})
     run, api = run_role(tmp_path, task, PLAIN, developer_steps(task))
     assert run.exit_code == 0
     assert events(run)[-1]["type"] == "turn.completed"
     assert task.commits() == 0
     assert "index.lock': Read-only file system" in api.tool_outputs()[2]
+
+
+def test_without_network_access_the_sandbox_refuses_even_loopback(tmp_path: Path) -> None:
+    task = make_task(tmp_path)
+    probe = "python3 -c 'import socket; socket.socket().close(); print(\"socket ok\")'"
+    run, api = run_role(tmp_path, task, PRESETS["analyst"], [shell(probe), Text("ok")])
+    assert run.exit_code == 0
+    assert "PermissionError: [Errno 1] Operation not permitted" in api.tool_outputs()[0]
 
 
 def test_503_at_capacity_ends_in_turn_failed_at_once(tmp_path: Path) -> None:

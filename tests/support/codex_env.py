@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,15 @@ COMMON = ["codex", "exec", "--json", "-s", "workspace-write",
 # main repository's git dir, objects, refs and logs; hooks and config stay read-only.
 COMMIT_DIRS = ["--add-dir", "{git_dir}", "--add-dir", "{git_common_dir}/objects",
                "--add-dir", "{git_common_dir}/refs", "--add-dir", "{git_common_dir}/logs"]
+# Without this the sandbox's seccomp filter refuses every AF_INET socket, loopback
+# included, so a project whose tests open a local server cannot run them. It also opens
+# the internet to the agent's commands: given only to the roles that run the tests.
+NETWORK = ["-c", "sandbox_workspace_write.network_access=true"]
 PRESETS = {
     "analyst": [*COMMON, "{prompt}"],
     "reviewer": [*COMMON, "{prompt}"],
-    "tester": [*COMMON, "{prompt}"],
-    "developer": [*COMMON, *COMMIT_DIRS, "{prompt}"],
+    "tester": [*COMMON, *NETWORK, "{prompt}"],
+    "developer": [*COMMON, *NETWORK, *COMMIT_DIRS, "{prompt}"],
 }
 
 
@@ -89,8 +94,10 @@ def codex_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a codex run: ours, its home, a dummy key, a git identity."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GIT_", "CODEX_", "OPENAI_"))}
-    bin_dir = REALCLI / "node_modules" / ".bin"
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    # codex first, then this interpreter (as when orch runs from a virtualenv): the
+    # presets keep PATH for the agent's commands, so `python3` there is this python.
+    dirs = [str(REALCLI / "node_modules" / ".bin"), str(Path(sys.executable).parent)]
+    env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", "")])
     return env | GIT_ENV | {"CODEX_HOME": str(home), "OPENAI_API_KEY": "sk-dummy"} | extra
 
 
