@@ -81,26 +81,29 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -
 
 
 def scripted(case: str, role: str, make: Callable[[Layout], list[Turn]],
-             **env_extra: str) -> None:
-    """Run `role`'s preset against a script and save what came out."""
+             delay_s: float = 0.0, options: tuple[str, ...] = (), **env_extra: str) -> None:
+    """Run `role`'s preset (with `options` before its prompt) against a script and save
+    what came out."""
     with tempfile.TemporaryDirectory(prefix=f"claude-{case}-") as tmp:
         layout = Layout.make(Path(tmp))
         script = make(layout)
-        with FakeAnthropic(script) as api:
+        with FakeAnthropic(script, delay_s=delay_s) as api:
             env = api.env(layout.config, base=base_env(Path(tmp) / "home"), **env_extra)
             argv = layout.argv(role)
+            argv[-2:-2] = options
             done = run(argv, layout.worktree, env)
         save(case, argv, script, done, api, {"role": role, "tmp": tmp})
 
 
-def unreachable(case: str) -> None:
-    """The provider's port is closed (nothing listens)."""
+def unreachable(case: str, url: str | None = None) -> None:
+    """The provider's port is closed (nothing listens), or `url` (a name that does not
+    resolve)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix=f"claude-{case}-") as tmp:
         layout = Layout.make(Path(tmp))
-        env = claude_env(f"http://127.0.0.1:{port}", layout.config,
+        env = claude_env(url or f"http://127.0.0.1:{port}", layout.config,
                          base=base_env(Path(tmp) / "home"))
         argv = layout.argv("analyst")
         done = run(argv, layout.worktree, env)
@@ -158,33 +161,36 @@ def marked_processes(value: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda item: item["pid"])
 
 
-def wait_for_sleep(value: str, limit: float = 120) -> list[dict[str, Any]]:
+def wait_for_command(value: str, command: str, limit: float = 120) -> list[dict[str, Any]]:
+    """The marked processes once one of them runs `command` (then a second more)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        procs = marked_processes(value)
-        if sum(p["cmd"].startswith("sleep ") for p in procs) >= 1:
-            time.sleep(1.0)           # let a second sleep of the command start too
+        if any(p["cmd"] == command for p in marked_processes(value)):
+            time.sleep(1.0)
             return marked_processes(value)
         time.sleep(0.2)
-    raise TimeoutError("the Bash tool never started its sleep")
+    raise TimeoutError(f"no process ran {command!r}")
 
 
-def signalled(case: str, command: str, signum: int) -> None:
-    """claude runs `command` in a Bash tool; we signal claude and see what survives."""
+BLOCKER = "tail -f /dev/null"   # Claude Code refuses a plain long `sleep` in a Bash tool
+
+
+def signalled(case: str, script: list[Turn], signum: int | None) -> None:
+    """claude runs the script's Bash tools; once BLOCKER runs we signal claude (None: we
+    let it end by itself) and see which processes carrying the run's marker survive."""
     with tempfile.TemporaryDirectory(prefix=f"claude-{case}-") as tmp:
         layout = Layout.make(Path(tmp))
-        script = [tools(Bash(command)), text("done")]
         with FakeAnthropic(script) as api:
-            env = api.env(layout.config, base=base_env(Path(tmp) / "home"),
-                          **{MARKER: case})
+            env = api.env(layout.config, base=base_env(Path(tmp) / "home"), **{MARKER: case})
             argv = [layout.argv("analyst")[0], "-p", "--output-format", "json",
-                    "--allowedTools=Bash(sleep:*) Bash(setsid:*)", "--", "Run it."]
+                    "--allowedTools=Bash", "--", "Run it."]
             started = time.monotonic()
             proc = subprocess.Popen(argv, cwd=layout.worktree, env=env, text=True,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True)
-            before = wait_for_sleep(case)
-            proc.send_signal(signum)
+            before = wait_for_command(case, BLOCKER) if signum else []
+            if signum:
+                proc.send_signal(signum)
             stdout, stderr = proc.communicate(timeout=60)
             done = {"returncode": proc.returncode, "stdout": stdout, "stderr": stderr,
                     "seconds": time.monotonic() - started}
@@ -195,9 +201,14 @@ def signalled(case: str, command: str, signum: int) -> None:
                 os.kill(item["pid"], signal.SIGKILL)
             except OSError:
                 pass
-        listing = {"claude_pid": proc.pid, "signal": signal.Signals(signum).name,
-                   "before": before, "after_exit_plus_3s": after}
+        listing = {"claude_pid": proc.pid, "signal": signal.Signals(signum).name if signum
+                   else None, "before": before, "after_exit_plus_3s": after}
         save(case, argv, script, done, api, {"processes": listing})
+
+
+def blocker_script(*first: str) -> list[Turn]:
+    """Bash tools that run `first` (each its own turn), then one that blocks."""
+    return [*(tools(Bash(command)) for command in first), tools(Bash(BLOCKER)), text("done")]
 
 
 CASES: dict[str, Callable[[], None]] = {
@@ -209,12 +220,37 @@ CASES: dict[str, Callable[[], None]] = {
     **{f"http-{status}": (lambda status=status: scripted(
         f"http-{status}", "analyst", http_error(status))) for status in REAL_MESSAGES},
     "unreachable": lambda: unreachable("unreachable"),
-    "sigterm-sleep": lambda: signalled("sigterm-sleep", "sleep 999", signal.SIGTERM),
-    "sigkill-sleep": lambda: signalled("sigkill-sleep", "sleep 999", signal.SIGKILL),
-    "sigterm-setsid-sleep": lambda: signalled("sigterm-setsid-sleep",
-                                              "setsid sleep 999 & sleep 998", signal.SIGTERM),
-    "sigkill-setsid-sleep": lambda: signalled("sigkill-setsid-sleep",
-                                              "setsid sleep 999 & sleep 998", signal.SIGKILL),
+    "dns-failure": lambda: unreachable("dns-failure", "http://api.orch-test.invalid"),
+    "request-timeout": lambda: scripted("request-timeout", "analyst", analyst_writes,
+                                        delay_s=8, API_TIMEOUT_MS="2000"),
+    "http-429-retried": lambda: scripted(
+        "http-429-retried", "analyst",
+        lambda layout: [error(429, REAL_MESSAGES[429], retry_after=1)],
+        CLAUDE_CODE_MAX_RETRIES="2"),
+    "budget-exceeded": lambda: scripted("budget-exceeded", "developer", developer_works,
+                                        options=("--max-budget-usd", "0.01"),
+                                        PYTHONDONTWRITEBYTECODE="1"),
+    "sigterm-tool": lambda: signalled("sigterm-tool", blocker_script(), signal.SIGTERM),
+    "sigkill-tool": lambda: signalled("sigkill-tool", blocker_script(), signal.SIGKILL),
+    "sigterm-setsid": lambda: signalled(
+        "sigterm-setsid", [tools(Bash(f"setsid sleep 999 & {BLOCKER}")), text("done")],
+        signal.SIGTERM),
+    "sigkill-setsid": lambda: signalled(
+        "sigkill-setsid", [tools(Bash(f"setsid sleep 999 & {BLOCKER}")), text("done")],
+        signal.SIGKILL),
+    "sigterm-after-detached": lambda: signalled(
+        "sigterm-after-detached", blocker_script("setsid sleep 999 &"), signal.SIGTERM),
+    "exit-leaves-detached": lambda: signalled(
+        "exit-leaves-detached",
+        [tools(Bash("setsid sleep 999 &")), tools(Bash("nohup sleep 998 >/dev/null 2>&1 &")),
+         text("done")], None),
+    "background-task-waits": lambda: scripted(
+        "background-task-waits", "developer", lambda layout: [
+            tools(Bash('python3 -c "import time; time.sleep(4)"; echo finished',
+                       run_in_background=True)),
+            text("Started it."), text("It finished.")]),
+    "blocked-sleep": lambda: scripted(
+        "blocked-sleep", "developer", lambda layout: [tools(Bash("sleep 999")), text("done")]),
 }
 
 

@@ -8,7 +8,11 @@ quickly (CLAUDE_CODE_MAX_RETRIES=0) with `is_error` and `api_error_status`.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +180,44 @@ def test_an_allow_list_prefix_is_a_whole_word(layout: Layout, home: Path) -> Non
     denied = [d["tool_input"]["command"] for d in outcome.result["permission_denials"]]
     assert denied == ["python3 -m pytest -q"]
     assert "1 failed" in api.output_texts()[1]
+
+
+def marked(marker: str) -> list[int]:
+    """The pids of live processes whose environment holds `marker` (NAME=value)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in env:
+            found.append(int(entry))
+    return found
+
+
+def test_sigkill_leaves_the_tools_processes_carrying_the_run_marker(
+        layout: Layout, home: Path, tmp_path: Path) -> None:
+    """Why orch needs more than claude's process group: each Bash tool is a new session,
+    and a SIGKILLed claude leaves it (and what it setsid'd) running; they keep the
+    environment, so a per-run marker finds them."""
+    marker = f"ORCH_RUN_ID=realcli-{tmp_path.name}"
+    script = [tools(Bash("setsid sleep 999 & tail -f /dev/null")), text("done")]
+    argv = [str(claude_binary()), "-p", "--output-format", "json", "--allowedTools=Bash",
+            "--", "Run it."]
+    with FakeAnthropic(script) as api:
+        env = api.env(layout.config, base=base_env(home), ORCH_RUN_ID=marker.split("=")[1])
+        proc = subprocess.Popen(argv, cwd=layout.worktree, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while len(marked(marker)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.2)         # claude, the tool's bash, sleep, tail
+            proc.kill()
+            proc.wait(timeout=30)
+            survivors = marked(marker)
+            sessions = {os.getsid(pid) for pid in survivors}
+        finally:
+            for pid in marked(marker):
+                os.kill(pid, signal.SIGKILL)
+    assert len(survivors) == 3 and proc.pid not in survivors
+    assert proc.pid not in sessions and len(sessions) == 2   # the tool's, the setsid'd one

@@ -80,7 +80,7 @@ def Write(file_path: str, content: str) -> ToolCall:
 
 
 def Edit(file_path: str, old_string: str, new_string: str) -> ToolCall:
-    """Claude Code's Edit tool (the file must have been Read in the session first)."""
+    """Claude Code's Edit tool (2.1.332 does not require a Read of the file first)."""
     return ToolCall("Edit", {"file_path": file_path, "old_string": old_string,
                              "new_string": new_string})
 
@@ -171,6 +171,7 @@ class FakeAnthropic:
         self.tool_uses: list[tuple[str, ToolCall]] = []   # (tool_use id, call) as sent
         self.lock = threading.Lock()
         self.position = 0
+        self._last: tuple[str, Turn, str] | None = None   # messages, turn, label
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -241,16 +242,32 @@ class FakeAnthropic:
         return [result_text(block) if block else "" for _, block in self.outputs()]
 
     # -- answering
-    def next_turn(self) -> tuple[Turn, str]:
-        """The turn for the next main request, and a label for the record."""
+    def next_turn(self, body: Any) -> tuple[Turn, str]:
+        """The turn for a main request, and a label for the record.
+
+        The same conversation asked again after a successful answer (the CLI's
+        non-streaming retry of a stream it could not read) gets that answer again;
+        after an error answer the next turn is due, so `[error(429), text("ok")]`
+        is a rate limit that a retry gets past.
+        """
+        key = json.dumps(body.get("messages") if isinstance(body, dict) else body,
+                         sort_keys=True)
         with self.lock:
-            if self.position < len(self.script):
-                self.position += 1
-                return self.script[self.position - 1], f"turn {self.position}"
-            last = self.script[-1] if self.script else None
-            if last is not None and last.is_error:
-                return last, f"turn {len(self.script)} (repeated)"
-            return Turn(text=EXHAUSTED_TEXT), "exhausted"
+            last = self._last
+            if last is not None and last[0] == key and not last[1].is_error:
+                return last[1], f"{last[2]} (again)"
+            turn, label = self._advance()
+            self._last = (key, turn, label)
+            return turn, label
+
+    def _advance(self) -> tuple[Turn, str]:
+        if self.position < len(self.script):
+            self.position += 1
+            return self.script[self.position - 1], f"turn {self.position}"
+        last = self.script[-1] if self.script else None
+        if last is not None and last.is_error:
+            return last, f"turn {len(self.script)} (repeated)"
+        return Turn(text=EXHAUSTED_TEXT), "exhausted"
 
     def usage(self, body: Any) -> dict[str, int]:
         """The usage to report: fixed, or estimated from the request's size."""
@@ -343,7 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
         if request.kind == "side":
             self._reply(request.body, Turn(text=SIDE_TEXT))
             return "side text"
-        turn, label = self.api.next_turn()
+        turn, label = self.api.next_turn(request.body)
         if self.api.delay_s:
             threading.Event().wait(self.api.delay_s)
         if turn.is_error:
