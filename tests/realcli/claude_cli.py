@@ -47,14 +47,22 @@ PRESETS: dict[str, list[str]] = {
 }
 
 
+MISSING = f"the real Claude Code CLI is not installed: run `{INSTALL}`"
+
+
+def require_claude() -> None:
+    """At a test module's top: skip the whole module, in one line naming the install
+    command, when the CLI is not installed, unless CI is set (then each test fails in
+    claude_binary(), and the rest of the suite still runs)."""
+    if not _is_elf(CLAUDE) and not os.environ.get("CI"):
+        pytest.skip(MISSING, allow_module_level=True)
+
+
 def claude_binary() -> Path:
-    """The installed native claude; skips (fails under CI) when it is not there."""
-    if _is_elf(CLAUDE):
-        return CLAUDE
-    message = f"the real Claude Code CLI is not installed: run `{INSTALL}`"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    """The installed native claude; fails the test when it is missing."""
+    if not _is_elf(CLAUDE):
+        pytest.fail(MISSING, pytrace=False)
+    return CLAUDE
 
 
 def _is_elf(path: Path) -> bool:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from claude_cli import Layout, base_env, claude_binary, run_claude, run_git
+from claude_cli import Layout, base_env, claude_binary, require_claude, run_claude, run_git
 from support.fake_anthropic import (
     Bash,
     FakeAnthropic,
@@ -27,10 +27,12 @@ from support.fake_anthropic import (
     tools,
 )
 
+require_claude()
+
 
 @pytest.fixture
 def layout(tmp_path: Path) -> Layout:
-    claude_binary()  # skip (or fail under CI) before building anything
+    claude_binary()  # under CI a missing CLI fails here, before anything is built
     return Layout.make(tmp_path)
 
 
