@@ -12,6 +12,7 @@ were alive before the signal and after claude exited.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -217,8 +218,8 @@ CASES: dict[str, Callable[[], None]] = {
                                      PYTHONDONTWRITEBYTECODE="1"),
     "denial-nonblocking": lambda: scripted("denial-nonblocking", "analyst", denied_but_done),
     "does-nothing": lambda: scripted("does-nothing", "analyst", does_nothing),
-    **{f"http-{status}": (lambda status=status: scripted(
-        f"http-{status}", "analyst", http_error(status))) for status in REAL_MESSAGES},
+    **{f"http-{status}": functools.partial(scripted, f"http-{status}", "analyst",
+                                           http_error(status)) for status in REAL_MESSAGES},
     "unreachable": lambda: unreachable("unreachable"),
     "dns-failure": lambda: unreachable("dns-failure", "http://api.orch-test.invalid"),
     "request-timeout": lambda: scripted("request-timeout", "analyst", analyst_writes,
