@@ -13,6 +13,9 @@ from support.git import make_repo
 
 import orch.cli
 
+# Real servers and users for the tests that need them (PostgreSQL, sshd, an unprivileged user).
+pytest_plugins = ["support.fixtures"]
+
 
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Callable[..., Path]:

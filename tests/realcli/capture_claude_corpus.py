@@ -29,7 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from claude_cli import Layout, base_env  # noqa: E402
+from support.claude_cli import Layout, base_env  # noqa: E402
 from support.fake_anthropic import (  # noqa: E402
     Bash,
     FakeAnthropic,

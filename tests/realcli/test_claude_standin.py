@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from claude_cli import Layout, base_env, claude_binary, require_claude, run_claude, run_git
+from support.claude_cli import Layout, base_env, claude_binary, require_claude, run_claude, run_git
 from support.fake_anthropic import (
     Bash,
     FakeAnthropic,

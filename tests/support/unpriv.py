@@ -200,6 +200,13 @@ def import_paths() -> list[str]:
     return list(dict.fromkeys(keep))
 
 
+# What a test run as another user imports: orch and its dependencies, pytest and its
+# dependencies, and the tests' own helpers (copied when the user cannot read ours).
+MIRRORED = ("orch", "support", "typer", "click", "rich", "markdown_it", "mdurl", "pygments",
+            "shellingham", "typing_extensions", "annotated_doc", "yaml", "_yaml", "pytest",
+            "_pytest", "pluggy", "iniconfig", "packaging", "py", "psutil", "hypothesis",
+            "sortedcontainers", "attr", "attrs", "exceptiongroup")
+
 _BOOT = """\
 import site, sys
 for _p in {site_dirs!r}:
@@ -291,6 +298,34 @@ class Sandbox:
             raise CallFailed(value + self.import_hint())
         return value
 
+    def _unreadable(self, paths: Sequence[str]) -> list[str]:
+        if not paths:
+            return []
+        check = 'for p; do [ -r "$p" ] && [ -x "$p" ] || echo "$p"; done'
+        done = subprocess.run(as_user_argv(self.user, ["sh", "-c", check, "sh", *paths]),
+                              cwd="/", capture_output=True, text=True, timeout=30)
+        return done.stdout.split()
+
+    def _mirror(self) -> str:
+        """A folder the user can read holding a copy of each module of `MIRRORED` that
+        we can import, as found on our sys.path (packages whole, single-file modules and
+        extension modules as files)."""
+        import importlib.util
+
+        target = self.root / "pymirror"
+        target.mkdir(exist_ok=True)
+        for name in MIRRORED:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin in (None, "built-in", "frozen"):
+                continue
+            origin = Path(spec.origin)
+            if spec.submodule_search_locations:
+                shutil.copytree(origin.parent, target / name, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(origin, target / origin.name)
+        return str(target)
+
     def unreachable_imports(self) -> list[str]:
         """The import paths (site-packages, source and tests folders) the user cannot
         read, e.g. a checkout or venv under /root (mode 0700)."""
@@ -327,12 +362,20 @@ class Sandbox:
     def _write_python_shims(self) -> None:
         """bin/python: an interpreter the user can run, with our site-packages (their
         .pth files too, so editable installs import) and the tests' import paths;
-        bin/orch: `python -m orch` through it."""
+        bin/orch: `python -m orch` through it. Paths the user cannot read (a checkout or
+        an interpreter under a 0700 /root, as on CI machines) are replaced by a readable
+        copy of just the packages the tests need there (`MIRRORED`)."""
         boot = self.root / "pyboot"
         boot.mkdir()
         site_dirs = [p for p in site.getsitepackages() if os.path.isdir(p)]
+        paths = import_paths()
+        hidden = set(self._unreadable([*site_dirs, *paths]))
+        if hidden:
+            mirror = self._mirror()
+            site_dirs = [p for p in site_dirs if p not in hidden]
+            paths = [mirror, *(p for p in paths if p not in hidden)]
         (boot / "sitecustomize.py").write_text(
-            _BOOT.format(site_dirs=site_dirs, paths=import_paths()), encoding="utf-8")
+            _BOOT.format(site_dirs=site_dirs, paths=paths), encoding="utf-8")
         interpreter = python_for(self.user)
         shim = (f'#!/bin/sh\nPYTHONPATH="{boot}${{PYTHONPATH:+:$PYTHONPATH}}" '
                 f'exec "{interpreter}" "$@"\n')

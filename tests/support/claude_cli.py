@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-REALCLI = Path(__file__).resolve().parent
+REALCLI = Path(__file__).resolve().parents[1] / "realcli"
 CLAUDE = REALCLI / "node_modules" / ".bin" / "claude"
 INSTALL = "bash tests/realcli/install.sh"
 

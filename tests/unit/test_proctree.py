@@ -14,18 +14,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.unpriv import Sandbox
 
 from orch import proctree as pt
 
-ROOT = Path(__file__).resolve().parents[1]
+# Where the orch package this test imported lives (the checkout, or a copy an
+# unprivileged user can read): children import orch.proctree from there.
+ROOT = Path(pt.__file__).resolve().parents[1]
+IMPORTS = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 PY = sys.executable
 
 
@@ -108,7 +110,7 @@ def start(script: str, env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
 
 def python_helper(code: str, env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
     """A Python child that can import orch.proctree, running `code`."""
-    env = {**env, "PYTHONPATH": str(ROOT)}
+    env = {**env, "PYTHONPATH": IMPORTS}
     return popen([PY, "-c", textwrap.dedent(code)], env=env, **kwargs)
 
 
@@ -152,7 +154,7 @@ def test_home_id_agrees_between_concurrent_first_callers(tmp_path: Path) -> None
     home.mkdir()
     code = "import sys; from orch import proctree; print(proctree.home_id(sys.argv[1]))"
     procs = [subprocess.Popen([PY, "-c", code, str(home)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(8)]
+                              env={**os.environ, "PYTHONPATH": IMPORTS}) for _ in range(8)]
     ids = {proc.communicate()[0].strip() for proc in procs}
     assert len(ids) == 1 and ids == {pt.home_id(home)}
     assert sorted(p.name for p in home.iterdir()) == [pt.SALT_FILE]  # no temp file left
@@ -423,15 +425,15 @@ def shim(mark: str, *command: str, grace: float = 2.0, **kwargs) -> subprocess.P
 
 def test_the_shim_ends_the_tree_and_exits_as_its_command(mark: str) -> None:
     proc = shim(mark, "sh", "-c", "env -i setsid sleep 999 >/dev/null & echo $!; exit 3",
-                stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": IMPORTS})
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 3
     assert pt.read_proc(int(out)) is None  # killed and reaped by the shim
-    proc = shim(mark, "sh", "-c", "kill -9 $$", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = shim(mark, "sh", "-c", "kill -9 $$", env={**os.environ, "PYTHONPATH": IMPORTS})
     assert proc.wait(timeout=30) == -signal.SIGKILL
-    proc = shim(mark, "sh", "-c", "kill -SEGV $$", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = shim(mark, "sh", "-c", "kill -SEGV $$", env={**os.environ, "PYTHONPATH": IMPORTS})
     assert proc.wait(timeout=30) == -signal.SIGSEGV  # as the test-runner would see it bare
-    proc = shim(mark, "no-such-command-here", env={**os.environ, "PYTHONPATH": str(ROOT)},
+    proc = shim(mark, "no-such-command-here", env={**os.environ, "PYTHONPATH": IMPORTS},
                 stderr=subprocess.PIPE)
     assert proc.wait(timeout=30) == 127 and "cannot start" in proc.communicate()[1]
 
@@ -440,7 +442,7 @@ def test_the_shim_on_sigterm_ends_its_command_and_dies_of_it(tmp_path: Path,
                                                              mark: str) -> None:
     pids = tmp_path / "pids"
     proc = shim(mark, "sh", "-c", f"setsid sleep 999 & echo $! > {pids}; sleep 999",
-                env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+                env={**os.environ, "PYTHONPATH": IMPORTS}, start_new_session=True)
     sleeper = ident_of(read_pids(pids)[0])
     os.kill(proc.pid, signal.SIGTERM)  # the shim alone, as a tick's timeout would not do
     assert proc.wait(timeout=30) == -signal.SIGTERM
@@ -454,38 +456,29 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make an
                                 "processes (the unprivileged case is this file run as-is)")
 
 
-def _setpriv() -> str:
-    path = shutil.which("setpriv")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("setpriv is missing: apt-get install -y util-linux")
-        pytest.skip("setpriv is missing: apt-get install -y util-linux")
-    return path
-
-
 @needs_root
-def test_a_process_of_another_user_in_the_tree_is_reported_denied(tmp_path: Path,
-                                                                 mark: str) -> None:
-    """A root child under a process that became nobody: nobody can neither read it nor
-    signal it, but the tree shows it: it is reported, never silently left."""
+def test_a_process_of_another_user_in_the_tree_is_reported_denied(tmp_path: Path, mark: str,
+                                                                 unpriv: Sandbox) -> None:
+    """A root child under a process that became the unprivileged user: that user can
+    neither read it nor signal it, but the tree shows it: it is reported, never silently
+    left."""
+    uid, gid = unpriv.user.uid, unpriv.user.gid
     pids = tmp_path / "pids"
     tmp_path.chmod(0o777)
     parent = python_helper(f"""
         import os, subprocess, time
         child = subprocess.Popen(["sleep", "999"])
         open({str(pids)!r}, "w").write(f"{{os.getpid()}}\\n{{child.pid}}\\n")
-        os.setresgid(65534, 65534, 65534)
-        os.setresuid(65534, 65534, 65534)
+        os.setresgid({gid}, {gid}, {gid})
+        os.setresuid({uid}, {uid}, {uid})
         time.sleep(999)
     """, pt.marked_env(os.environ, mark), start_new_session=True)
     root_ident, child_ident = (ident_of(pid) for pid in read_pids(pids, 2))
-    assert wait_until(lambda: os.stat(f"/proc/{parent.pid}").st_uid == 65534)
-    killer = subprocess.run(
-        [_setpriv(), "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c",
-         "import json, sys; from orch import proctree; "
+    assert wait_until(lambda: os.stat(f"/proc/{parent.pid}").st_uid == uid)
+    killer = unpriv.run(
+        [unpriv.python, "-c", "import json, sys; from orch import proctree; "
          f"r = proctree.end_run_tree({mark!r}, ({root_ident[0]}, {root_ident[1]}), "
          "grace_s=0.5, kill_bound_s=1); print(json.dumps([r.denied, r.complete]))"],
-        capture_output=True, text=True, cwd="/", env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=30)
     assert killer.returncode == 0, killer.stderr
     denied, complete = json.loads(killer.stdout)
@@ -495,42 +488,19 @@ def test_a_process_of_another_user_in_the_tree_is_reported_denied(tmp_path: Path
     pt.signal_process(*child_ident, signal.SIGKILL)
 
 
-def _nobody_python(setpriv: str) -> str:
-    """An interpreter `nobody` may run (a venv may point into root's home, mode 700)."""
-    for candidate in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
-        probe = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-                                "/bin/sh", "-c", f"exec {candidate} -c pass"],
-                               capture_output=True, cwd="/")
-        if probe.returncode == 0:
-            return candidate
-    message = "no Python interpreter that user nobody may run (install python3 with apt-get)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @needs_root
-def test_unprivileged_rerun() -> None:
-    """This file again as `nobody` (an unprivileged crontab's user): must pass unchanged."""
-    setpriv = _setpriv()
-    python = _nobody_python(setpriv)
-    site = sysconfig.get_paths()["purelib"]  # pytest and the test extras, readable by all
-    scratch = Path(tempfile.mkdtemp(prefix="proctree-nobody-"))  # pytest's tmp is root-only
-    try:
-        scratch.chmod(0o777)
-        proc = subprocess.run(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",
-             'exec "$@"', "sh", python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "--basetemp", str(scratch / "base"), str(Path(__file__)),
-             "-k", "not unprivileged_rerun and not denied"],
-            capture_output=True, text=True, cwd=str(scratch), timeout=600,
-            env={**os.environ, "HOME": str(scratch), "PYTHONPATH": f"{ROOT}:{site}",
-                 "PYTHONDONTWRITEBYTECODE": "1"})
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def test_unprivileged_rerun(unpriv: Sandbox) -> None:
+    """This file again as an unprivileged user (an unprivileged crontab's user): must pass
+    unchanged, from a copy the user can read, with the interpreter and packages the
+    sandbox gives it."""
+    copy = unpriv.give(Path(shutil.copy2(__file__, unpriv.work / "test_proctree_copy.py")))
+    proc = unpriv.run([unpriv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "--basetemp", str(unpriv.tmp / "base"), str(copy),
+                       "-k", "not unprivileged_rerun and not denied"],
+                      env={"PYTHONDONTWRITEBYTECODE": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
-    print(f"\nas nobody: {proc.stdout.strip().splitlines()[-1]}")
+    print(f"\nas {unpriv.user.name}: {proc.stdout.strip().splitlines()[-1]}")
 
 
 # --- optional cgroup and cost ------------------------------------------------------------
