@@ -17,7 +17,6 @@ from typing import Any
 
 import psutil
 import pytest
-
 from support import unavailable
 from support.pgserver import PgDatabase, PgServer
 from support.sshd import SshServer

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from support.engine import EngineHome, finished, wait_for, write_script
 
-from orch.engine.tick.advance import judge_job
 from orch.engine.context import Engine
+from orch.engine.tick.advance import judge_job
 from orch.state import jobs as jobs_state
 from orch.state.schema import open_database
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 import yaml
-from support.git import make_repo
 
 from orch import procs
 from orch.config import Settings, load_settings
@@ -34,6 +33,7 @@ from orch.machine import Pipeline
 from orch.pipeline import load_pipeline
 from orch.state.db import Database
 from orch.state.schema import open_database
+from support.git import make_repo
 
 PY = sys.executable
 

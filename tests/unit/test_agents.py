@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orch.agent_output import AgentReport, is_provider_limit, parse_output
-from orch.agent_output import classify_agent_run
+from orch.agent_output import AgentReport, classify_agent_run, is_provider_limit, parse_output
 from orch.agents import (
     PLACEHOLDERS,
     PROMPT_ARG_LIMIT,
@@ -21,6 +20,8 @@ from orch.agents import (
     read_env_file,
     render_argv,
 )
+from orch.errors import ConfigError
+from orch.model import RunOutcome, Verdict
 from orch.prompts import (
     GENERIC_TEMPLATE,
     load_prompt_template,
@@ -28,8 +29,6 @@ from orch.prompts import (
     prompt_context,
     render_prompt,
 )
-from orch.errors import ConfigError
-from orch.model import RunOutcome, Verdict
 
 ROLES = ("analyst", "developer", "reviewer", "tester")
 DELIVERABLES = {

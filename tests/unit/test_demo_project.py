@@ -1,5 +1,5 @@
-"""The demo's project (orch.engine.commands.demo): its repository passes its own tests under pytest and
-unittest, and its configuration loads with the demo agents."""
+"""The demo's project (orch.engine.commands.demo): its repository passes its own
+tests under pytest and unittest, and its configuration loads with the demo agents."""
 
 from __future__ import annotations
 

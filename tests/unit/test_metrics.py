@@ -1,4 +1,5 @@
-"""The Prometheus text of `orch metrics` (orch.engine.commands.metrics.render), from a Metrics value."""
+"""The Prometheus text of `orch metrics` (orch.engine.commands.metrics.render), from a
+Metrics value."""
 
 from __future__ import annotations
 

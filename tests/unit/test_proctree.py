@@ -1,4 +1,5 @@
-"""orch.proctree against real processes, sessions, signals, subreapers and users.
+"""orch.procs (marks, scan, ending, subreaper, shim) against real processes, sessions,
+signals, subreapers and users.
 
 Nothing is mocked: every test starts real processes (shells, sleeps, Python
 helpers that fork), ends them through the module, and checks /proc afterwards.
@@ -22,11 +23,11 @@ from pathlib import Path
 import pytest
 from support.unpriv import Sandbox
 
-from orch import proctree as pt
+from orch import procs as pt
 
 # Where the orch package this test imported lives (the checkout, or a copy an
-# unprivileged user can read): children import orch.proctree from there.
-ROOT = Path(pt.__file__).resolve().parents[1]
+# unprivileged user can read): children import orch.procs from there.
+ROOT = Path(pt.__file__).resolve().parents[2]
 IMPORTS = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 PY = sys.executable
 
@@ -109,7 +110,7 @@ def start(script: str, env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
 
 
 def python_helper(code: str, env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
-    """A Python child that can import orch.proctree, running `code`."""
+    """A Python child that can import orch.procs, running `code`."""
     env = {**env, "PYTHONPATH": IMPORTS}
     return popen([PY, "-c", textwrap.dedent(code)], env=env, **kwargs)
 
@@ -152,7 +153,7 @@ def test_home_id_is_per_directory_and_survives_paths_but_not_copies(tmp_path: Pa
 def test_home_id_agrees_between_concurrent_first_callers(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    code = "import sys; from orch import proctree; print(proctree.home_id(sys.argv[1]))"
+    code = "import sys; from orch import procs as proctree; print(proctree.home_id(sys.argv[1]))"
     procs = [subprocess.Popen([PY, "-c", code, str(home)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": IMPORTS}) for _ in range(8)]
     ids = {proc.communicate()[0].strip() for proc in procs}
@@ -184,7 +185,7 @@ def test_run_of_a_sigkilled_supervisor_is_ended_by_another_process(tmp_path: Pat
     pids = tmp_path / "pids"
     supervisor = python_helper(f"""
         import os, subprocess, time
-        from orch import proctree
+        from orch import procs as proctree
         proctree.become_subreaper()
         env = proctree.marked_env(os.environ, {mark!r})
         subprocess.Popen(["sh", "-c", "setsid sleep 999 & echo $! >> {pids}; "
@@ -197,7 +198,7 @@ def test_run_of_a_sigkilled_supervisor_is_ended_by_another_process(tmp_path: Pat
     assert wait_until(lambda: pt.read_proc(agent[0]).ppid != supervisor.pid)  # type: ignore
     reaper = python_helper(f"""
         import json
-        from orch import proctree
+        from orch import procs as proctree
         result = proctree.end_run_tree({mark!r}, grace_s=2)
         print(json.dumps({{"found": result.found, "complete": result.complete}}))
     """, dict(os.environ), stdout=subprocess.PIPE)
@@ -285,7 +286,7 @@ def test_the_caller_and_its_ancestors_are_never_signalled(mark: str) -> None:
     env = pt.marked_env(os.environ, mark)
     killer = python_helper(f"""
         import json, subprocess
-        from orch import proctree
+        from orch import procs as proctree
         child = subprocess.Popen(["sleep", "999"])  # marked too: it inherits our environment
         result = proctree.end_run_tree({mark!r}, grace_s=2)
         child.wait()
@@ -393,9 +394,10 @@ def test_a_tree_that_reforks_when_terminated_is_frozen_and_killed(tmp_path: Path
 def test_a_subreaper_adopts_an_orphan_that_left_everything_and_reaps_it(mark: str) -> None:
     helper = python_helper(f"""
         import json, os, subprocess, time
-        from orch import proctree
-        assert not proctree.is_subreaper()
-        assert proctree.become_subreaper() and proctree.is_subreaper()
+        from orch import procs as proctree
+        from orch.procs.subreaper import is_subreaper
+        assert not is_subreaper()
+        assert proctree.become_subreaper() and is_subreaper()
         out = subprocess.run(["sh", "-c", "env -i setsid sleep 999 >/dev/null 2>&1 & echo $!"],
                              capture_output=True, text=True).stdout
         orphan = int(out)
@@ -419,7 +421,7 @@ def test_a_subreaper_adopts_an_orphan_that_left_everything_and_reaps_it(mark: st
 
 
 def shim(mark: str, *command: str, grace: float = 2.0, **kwargs) -> subprocess.Popen[str]:
-    return popen([PY, "-m", "orch.proctree", "--mark", mark, "--grace", str(grace),
+    return popen([PY, "-m", "orch.procs.shim", "--mark", mark, "--grace", str(grace),
                   "--", *command], cwd=ROOT, **kwargs)
 
 
@@ -476,7 +478,7 @@ def test_a_process_of_another_user_in_the_tree_is_reported_denied(tmp_path: Path
     root_ident, child_ident = (ident_of(pid) for pid in read_pids(pids, 2))
     assert wait_until(lambda: os.stat(f"/proc/{parent.pid}").st_uid == uid)
     killer = unpriv.run(
-        [unpriv.python, "-c", "import json, sys; from orch import proctree; "
+        [unpriv.python, "-c", "import json, sys; from orch import procs as proctree; "
          f"r = proctree.end_run_tree({mark!r}, ({root_ident[0]}, {root_ident[1]}), "
          "grace_s=0.5, kill_bound_s=1); print(json.dumps([r.denied, r.complete]))"],
         timeout=30)

@@ -1,5 +1,6 @@
-"""The reason line of `orch queue` for rare cases (orch.engine.commands.queue.explain, a pure function);
-the queue through the CLI, with every common cause, is in tests/cli/test_queue.py."""
+"""The reason line of `orch queue` for rare cases (orch.engine.commands.queue.explain,
+a pure function); the queue through the CLI, with every common cause, is in
+tests/cli/test_queue.py."""
 
 from __future__ import annotations
 
