@@ -664,3 +664,36 @@ def test_relative_links_resolve(doc: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{target} (no such heading)")
     assert not broken, f"{doc.relative_to(ROOT)}: broken links {broken}"
+
+
+# --- docs/architecture.md: every module, and only modules that exist --------------------
+
+ARCHITECTURE_DOC = DOCS / "architecture.md"
+PY_NAME = re.compile(r"(?<![\w/.-])([a-z_][a-z0-9_]*\.py)\b")
+
+
+def _orch_modules() -> list[Path]:
+    return sorted(p.relative_to(ROOT) for p in (ROOT / "orch").rglob("*.py")
+                  if "__pycache__" not in p.parts)
+
+
+def test_architecture_md_names_every_module() -> None:
+    """Each module of orch/ is in docs/architecture.md, by its file name in its package's
+    table or by its path; a package (a folder) is named by its path."""
+    text = ARCHITECTURE_DOC.read_text(encoding="utf-8")
+    missing = []
+    for path in _orch_modules():
+        if path.name == "__init__.py" and f"{path.parent.as_posix()}/" not in text \
+                and path.parent.name + "/" not in text:
+            missing.append(f"{path.parent.as_posix()}/ (a package)")
+        elif path.name != "__init__.py" and path.name not in text:
+            missing.append(path.as_posix())
+    assert not missing, ("docs/architecture.md does not name: " + ", ".join(missing)
+                         + " (add each to the table of its layer)")
+
+
+def test_architecture_md_names_no_module_that_is_gone() -> None:
+    text = ARCHITECTURE_DOC.read_text(encoding="utf-8")
+    names = {p.name for p in _orch_modules()}
+    gone = sorted(set(PY_NAME.findall(text)) - names - {"pyproject.py"})
+    assert not gone, f"docs/architecture.md names modules orch no longer has: {gone}"
