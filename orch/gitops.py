@@ -107,7 +107,11 @@ def _leftover_output(proc: subprocess.Popen[bytes]) -> bytes:
 
 
 def _kill_tree(pid: int) -> None:
-    """SIGKILL PID and every descendant it has now (found through /proc, children first)."""
+    """SIGKILL PID, then every descendant it has now (found through /proc).
+
+    The parent first, so that it starts no new child meanwhile; the pids of its
+    children stay theirs while they live, reparented or not.
+    """
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -121,7 +125,7 @@ def _kill_tree(pid: int) -> None:
     while index < len(tree):
         tree.extend(parents.get(tree[index], ()))
         index += 1
-    for member in reversed(tree):
+    for member in tree:
         try:
             os.kill(member, signal.SIGKILL)
         except OSError:
