@@ -1,27 +1,30 @@
 """Every git operation orch performs: task worktrees, branches and the merge (SPEC sections 1, 8).
 
-This is the only module that touches git, and the only one that imports gitpython,
-lazily (`import git` costs tens of milliseconds and most orch commands never need
-it). Every command runs through `_git`, with GIT_TERMINAL_PROMPT=0 so a credential
-prompt can never hang a tick, and with the repository's own identity, config and
-hooks. Nothing here may lose a byte of the user's working tree: the merge refuses
-(result `blocked`) rather than overwrite anything that is not committed.
+This is the only module that touches git. Every command runs through `_git`, one
+`git` process with stdin closed, GIT_TERMINAL_PROMPT=0 so a credential prompt can
+never hang a tick, the C locale so git's messages (which orch reports) are stable,
+and the repository's own identity, config and hooks. Nothing here may lose a byte
+of the user's working tree: the merge refuses (result `blocked`) rather than
+overwrite anything that is not committed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from orch.errors import OrchError
 
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+GIT_ENV = {"LANGUAGE": "C", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 PUSH_TIMEOUT_S = 300.0
+_DRAIN_S = 2.0  # how long to read what a killed git left in its pipes
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 Log = Callable[[str], None]
@@ -61,25 +64,72 @@ class MergeOutcome:
 
 def _git(path: Path | str, *args: str, check: bool = True,
          timeout: float | None = None) -> GitResult:
-    """Run `git ARGS` in PATH; GitError on a non-zero exit when `check`."""
-    import git
+    """Run `git ARGS` in PATH; GitError on a non-zero exit when `check`.
 
-    # gitpython silently falls back to the current directory for a missing cwd.
+    Output is decoded as UTF-8 (undecodable bytes kept as surrogates) with one
+    trailing newline removed. After TIMEOUT seconds git and its descendants (ssh,
+    remote helpers) are killed and the result is a failure saying so.
+    """
     if not Path(path).is_dir():
         raise GitError(f"git {args[0]}: {path} is not a directory")
     try:
-        raw = git.Git(str(path)).execute(
-            ["git", *args], with_extended_output=True, with_exceptions=False,
-            env=GIT_ENV, kill_after_timeout=timeout,
-        )
-    except git.GitCommandNotFound as exc:
+        proc = subprocess.Popen(["git", *args], cwd=path, env={**os.environ, **GIT_ENV},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as exc:
         raise GitError(f"cannot run git: {exc}") from exc
-    status, out, err = cast(tuple[int, str, str], raw)
-    result = GitResult(int(status or 0), out, err)
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            out = _leftover_output(proc)
+            err = f"git {args[0]} did not complete in {timeout:g} s and was killed".encode()
+    result = GitResult(proc.returncode, _text(out), _text(err))
     if check and not result.ok:
-        detail = err.strip() or out.strip() or f"exit status {status}"
+        detail = result.stderr.strip() or result.stdout.strip() or f"exit status {result.status}"
         raise GitError(f"git {' '.join(args)} failed in {path}: {detail}")
     return result
+
+
+def _text(data: bytes) -> str:
+    """Git output as text: UTF-8, undecodable bytes kept as surrogates, one final newline cut."""
+    return data.removesuffix(b"\n").decode("utf-8", "surrogateescape")
+
+
+def _leftover_output(proc: subprocess.Popen[bytes]) -> bytes:
+    """What a killed git wrote to stdout; b"" when a survivor keeps the pipe open too long."""
+    try:
+        return proc.communicate(timeout=_DRAIN_S)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return b""
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL PID, then every descendant it has now (found through /proc).
+
+    The parent first, so that it starts no new child meanwhile; the pids of its
+    children stay theirs while they live, reparented or not.
+    """
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    ppid = int(handle.read().rpartition(b")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile, or not a process entry
+            parents.setdefault(ppid, []).append(int(entry))
+    tree, index = [pid], 0
+    while index < len(tree):
+        tree.extend(parents.get(tree[index], ()))
+        index += 1
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except OSError:
+            pass  # already gone
 
 
 def _split_z(text: str) -> tuple[str, ...]:

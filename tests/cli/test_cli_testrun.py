@@ -47,10 +47,21 @@ def fast_pytest(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def python_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`python` on PATH is this interpreter (the defaults run `python -m pytest -q`)."""
+    monkeypatch.setenv("PATH", f"{python_bin(tmp_path)}{os.pathsep}{os.environ['PATH']}")
+
+
+def python_bin(tmp_path: Path) -> Path:
+    """A directory whose `python` runs this interpreter, its virtualenv included.
+
+    A script, not a symlink: a symlink to a venv's python outside the venv's bin/
+    is resolved to the base interpreter, which lacks the venv's packages.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    script = bin_dir / "python"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return bin_dir
 
 
 @pytest.fixture
@@ -286,9 +297,7 @@ def test_test_run_and_the_testing_stage_give_the_same_verdict(
 
 def test_the_console_script_exit_status_and_json(tmp_path: Path) -> None:
     tree = project(tmp_path / "app", PASSING, FAILING)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    bin_dir = python_bin(tmp_path)
     env = {key: value for key, value in os.environ.items() if not key.startswith("ORCH_")}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", ORCH_HOME=str(tmp_path / "none"),
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.git import commit_file, git, make_repo_with_identity
 
+from orch import gitops
 from orch.gitops import (
     GitError,
     branch_name,
@@ -123,6 +126,39 @@ def test_head_and_counts(repo: Path) -> None:
 def test_git_in_a_missing_directory_raises_instead_of_running_elsewhere(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not a directory"):
         head_commit(tmp_path / "missing")
+
+
+def test_git_missing_from_path_raises(repo: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(GitError, match="cannot run git"):
+        head_commit(repo)
+
+
+def _processes_running(marker: str) -> list[int]:
+    """Pids whose command line contains MARKER (zombies have none)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_git_past_its_timeout_is_killed_with_its_descendants(repo: Path) -> None:
+    # A git alias starting with ! runs a program as git's child: a stand-in for push's ssh.
+    marker = f"{time.monotonic_ns() % 10**6 + 1000}.25"
+    started = time.monotonic()
+    result = gitops._git(repo, "-c", f"alias.hang=!sleep {marker}; :", "hang",
+                         check=False, timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert not result.ok and "did not complete in 0.5 s" in result.stderr
+    deadline = time.monotonic() + 5
+    while _processes_running(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_running(f"sleep {marker}") == []
 
 
 # --------------------------------------------------------------------------- worktrees
