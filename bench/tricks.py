@@ -65,9 +65,9 @@ class Trick:
 
 
 TRICKS = (
-    Trick("frozen_record", "`config.frozen_record` instead of `@dataclass(frozen=True)` "
-          "(the config records and `Identity`)",
-          (Patch("config.py", "    made = dataclass(init=False, repr=False, eq=False)(cls)\n",
+    Trick("frozen_record", "`orch.frozen.frozen_record` instead of `@dataclass(frozen=True)` "
+          "(the config records, the stage machine's, the state's records and `Identity`)",
+          (Patch("frozen.py", "    made = dataclass(init=False, repr=False, eq=False)(cls)\n",
                  "    return dataclass(frozen=True)(cls)  # bench: the plain dataclass\n"
                  "    made = dataclass(init=False, repr=False, eq=False)(cls)\n"),)),
     Trick("app_for", "`cli._app_for`: Typer builds only the command named, not all of them",

@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from orch.errors import OrchError
 
@@ -169,17 +169,6 @@ def slugify(title: str, max_len: int = 40) -> str:
 def branch_name(task_id: int, title: str) -> str:
     """The task branch, `orch/<id>-<slug>`."""
     return f"orch/{task_id}-{slugify(title)}"
-
-
-def is_git_repo(path: Path) -> bool:
-    """True for a working tree (`.git` dir or file) or a bare repository; no git is run."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    dot_git = path / ".git"
-    if dot_git.is_file() or (dot_git / "HEAD").is_file():
-        return True
-    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
 
 
 # --------------------------------------------------------------------------- commits
@@ -590,21 +579,6 @@ def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch
     except GitError as exc:
         say(f"git failed: {exc}")
         return _blocked(str(exc))
-
-
-# --------------------------------------------------------------------------- availability
-
-
-def repo_problem(repo: Any) -> str | None:
-    """Why a configured repo (a `RepoConfig`, or None when orch.yaml lacks it) can't be
-    used right now (missing path, not git), or None; no git is run (SPEC section 2)."""
-    if repo is None:
-        return "repo is not in orch.yaml"
-    if not repo.path.is_dir():
-        return f"repo unavailable: {repo.path} does not exist"
-    if not is_git_repo(repo.path):
-        return f"repo unavailable: {repo.path} is not a git repository"
-    return None
 
 
 def commit_new_repo(path: Path, files: dict[str, str], message: str,

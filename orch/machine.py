@@ -14,17 +14,17 @@ not allow, naming the task, the state and the move.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from orch.errors import IllegalMoveError
+from orch.frozen import frozen_record
 from orch.model import HoldKind, TaskState, Verdict
 
 DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Stage:
     """One stage as the pipeline file declares it, plus what it effectively runs."""
 
@@ -53,7 +53,7 @@ class Stage:
                 "deliverables": list(self.deliverables), "command": list(self.command)}
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Pipeline:
     stages: tuple[Stage, ...]
     source: str
@@ -102,7 +102,7 @@ class MoveKind(StrEnum):
     NEEDS_INPUT = "needs-input"  # a person must answer
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Limits:
     """The bounds a move respects (max_defers is already the stage's own bound)."""
 
@@ -111,7 +111,7 @@ class Limits:
     max_defers: int
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Position:
     """Where a task's job stands when its verdict comes."""
 
@@ -121,7 +121,7 @@ class Position:
     defers: int = 0
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Move:
     """Where a verdict sends a task, and the verdict as applied."""
 

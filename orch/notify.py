@@ -7,9 +7,11 @@ never stopping the tick.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from orch.config import Settings
+from orch.procs import run_in_group
 from orch.state import events
 from orch.state.db import Database
 
@@ -20,7 +22,6 @@ def send(settings: Settings, db: Database, payload: dict[str, Any]) -> bool:
     """Deliver one notification; False (and an event) when the hook failed."""
     if not settings.notify:
         return True
-    from orch.procs import run_in_group
 
     problem = None
     run = run_in_group(list(settings.notify), cwd=settings.home, env=dict(settings.environ),
@@ -40,7 +41,6 @@ def send(settings: Settings, db: Database, payload: dict[str, Any]) -> bool:
             events.record(db, "notify-failed", f"{payload.get('event')}: {problem}"[:1000],
                           task_id=payload.get("task"))
     except Exception as exc:  # the database itself is failing: say so, don't stop the tick
-        import sys
 
         print(f"orch: notify failed ({problem}) and could not be recorded: {exc}",
               file=sys.stderr)

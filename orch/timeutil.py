@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 
 def now_iso() -> str:
@@ -29,7 +30,6 @@ def age_s(text: str | None, now: datetime | None = None) -> float | None:
 
 def later(seconds: float) -> str:
     """The UTC time `seconds` from now, stored form."""
-    from datetime import timedelta
 
     return to_iso(datetime.now(UTC) + timedelta(seconds=seconds))
 
@@ -47,6 +47,5 @@ def epoch_of(stamp: str) -> float:
 
 def monotonic() -> float:
     """The monotonic clock (heartbeat_mono): immune to clock steps and DST."""
-    import time
 
     return time.monotonic()

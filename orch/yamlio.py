@@ -12,7 +12,10 @@ all the rest of loading the configuration.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,7 +156,6 @@ class YamlCache:
         return data, marks
 
     def _read(self) -> dict[str, Any]:
-        import json
 
         try:
             saved = json.loads(self.file.read_text(encoding="utf-8"))
@@ -165,8 +167,6 @@ class YamlCache:
         return saved["files"]
 
     def _write(self, entries: dict[str, Any]) -> None:
-        import json
-        import os
 
         tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
         try:
@@ -205,7 +205,6 @@ def _settled(stamp: list[int]) -> bool:
     could keep size and times; such a fresh file is parsed, not cached (as git
     treats "racily clean" files).
     """
-    import time
 
     return time.time_ns() - max(stamp[1], stamp[2]) > RACY_NS
 

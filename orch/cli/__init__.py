@@ -16,6 +16,7 @@ import typer
 
 from orch import __version__
 from orch.cli.context import AppContext
+from orch.errors import OrchError
 
 app = typer.Typer(
     name="orch",
@@ -75,7 +76,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    from orch.errors import OrchError
 
     usage_error, click_exception = _click_errors()
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
+from orch.errors import UsageError
 
 pipeline_app = typer.Typer(help="Inspect the pipeline (the stage machine).", no_args_is_help=True)
 
@@ -40,7 +41,6 @@ def pipeline_show(
 
     Example: orch pipeline show --mermaid
     """
-    from orch.errors import UsageError
 
     if as_json and mermaid:
         raise UsageError("--json and --mermaid exclude each other")

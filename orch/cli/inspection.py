@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
+from orch.errors import UsageError
 
 WATCH_INTERVAL_S = 2.0
 
@@ -29,7 +30,6 @@ def queue(
 
     obj: AppContext = ctx.obj
     if as_json and watch:
-        from orch.errors import UsageError
 
         raise UsageError("--json and --watch exclude each other")
     view = build_queue(obj.settings, obj.db, repo, obj.pipeline)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
+from orch.errors import UsageError
 
 IDS = Annotated[list[int], typer.Argument(metavar="ID...", help="One or more task ids.")]
 
@@ -74,7 +75,6 @@ def cancel(ctx: typer.Context, ids: IDS) -> None:
 
 def _freeze(ctx: typer.Context, repos: list[str] | None, every: bool, frozen: bool) -> None:
     from orch.engine.commands import actions
-    from orch.errors import UsageError
 
     obj: AppContext = ctx.obj
     if every == bool(repos):
@@ -178,11 +178,9 @@ def supervise(
 
     Example: orch supervise --job 7 --run 12
     """
-    import sys
 
     from orch.engine.run.plan import AgentPlan
     from orch.engine.run.supervisor import supervise as run_supervisor
-    from orch.errors import UsageError
     from orch.state import connect
 
     try:

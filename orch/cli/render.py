@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
+
+from orch.timeutil import age_s, now_iso
 
 
 def emit_json(data: Any) -> None:
@@ -183,7 +186,6 @@ def _running_table(running: list[dict[str, Any]], max_concurrency: int | None) -
 def _reaper_line(reaper: dict[str, Any], counters: dict[str, int]) -> Any:
     from rich.text import Text
 
-    from orch.timeutil import age_s
 
     last = reaper["last_tick_at"]
     tick = "never" if not last else f"{last[:19].replace('T', ' ')}Z " \
@@ -229,13 +231,11 @@ def queue_print(view: dict[str, Any], width: int | None = None) -> None:
 
 def queue_watch(fetch: Any, interval_s: float = 2.0) -> None:
     """Redraw `orch queue` in place every interval until Ctrl-C (KeyboardInterrupt)."""
-    import time
 
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
-    from orch.timeutil import now_iso
 
     def frame() -> Any:
         stamp = now_iso()[11:19]

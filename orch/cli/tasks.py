@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from orch.errors import UsageError
+
 task_app = typer.Typer(help="Add, import, list and show tasks.", no_args_is_help=True)
 
 
@@ -26,7 +28,6 @@ def add(
     Example: orch task add --repo app --title "Add a health endpoint" --priority 5
     """
     from orch.engine.commands.tasks import NewTask, add_task
-    from orch.errors import UsageError
 
     if body is not None and body_file is not None:
         raise UsageError("--body and --body-file exclude each other")

@@ -13,7 +13,6 @@ Only the standard library is used, so importing this module is cheap for a tick.
 
 from __future__ import annotations
 
-from orch.procs.ending import TreeEnd, end_run_tree, signal_process
 from orch.procs.groups import (
     group_alive,
     group_members,
@@ -33,34 +32,11 @@ from orch.procs.identity import (
     self_identity,
     start_ticks,
 )
-from orch.procs.marks import (
-    MARK_VAR,
-    SALT_FILE,
-    adhoc_mark,
-    home_id,
-    marked_env,
-    marks_of,
-    outside_run_env,
-    run_mark,
-)
 from orch.procs.run import GroupChild, GroupRun, run_in_group, spawn_detached
-from orch.procs.scan import Proc, find_run_processes, read_proc, snapshot
-from orch.procs.subreaper import (
-    become_subreaper,
-    join_cgroup,
-    kill_cgroup,
-    make_run_cgroup,
-    reap_adopted,
-    remove_run_cgroup,
-)
 
 __all__ = [
-    "MARK_VAR", "SALT_FILE", "GroupChild", "GroupRun", "Identity", "Proc", "TreeEnd",
-    "adhoc_mark", "become_subreaper", "boot_id", "end_run_tree", "find_run_processes",
-    "group_alive", "group_members", "groups_with_env", "home_id", "hostname", "is_zombie",
-    "join_cgroup", "kill_cgroup", "kill_group", "kill_own_group_members", "liveness",
-    "make_run_cgroup", "marked_env", "marks_of", "outside_run_env", "own_group", "read_proc",
-    "reap_adopted", "remove_run_cgroup", "run_in_group", "run_mark", "self_identity",
-    "signal_process", "snapshot", "spawn_detached", "start_ticks", "terminate_group",
-    "terminate_own_group",
+    "GroupChild", "GroupRun", "Identity", "boot_id", "group_alive", "group_members",
+    "groups_with_env", "hostname", "is_zombie", "kill_group", "kill_own_group_members",
+    "liveness", "own_group", "run_in_group", "self_identity", "spawn_detached", "start_ticks",
+    "terminate_group", "terminate_own_group",
 ]

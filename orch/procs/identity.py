@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+
+from orch.frozen import frozen_record
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -70,7 +71,7 @@ def self_identity() -> tuple[int, int]:
     return pid, ticks
 
 
-@dataclass(frozen=True)
+@frozen_record
 class Identity:
     """Who a process is, as recorded on the jobs it owns: pid, start ticks, host, boot."""
 

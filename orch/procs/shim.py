@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     `orch test-run`): orphans of COMMAND are adopted by the shim, so even one that
     cleared its environment and left its session is ended with the run.
     """
-    import subprocess
 
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     become_subreaper()
@@ -59,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 def _wait_child_or_stop(child: Any, stop: list[int]) -> None:
     """Block until the child exits or a stop signal arrives (a pidfd and the signal
     wakeup fd in one select: no polling delay on a short command)."""
-    import select
 
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
@@ -107,7 +108,6 @@ def _parse_args(argv: list[str]):  # type: ignore[no-untyped-def]
 def _not_found(exc: OSError, command: str) -> bool:
     """Like a shell: 127 when there is no such command, 126 when it cannot be run (a
     PATH search that met an unreadable directory raises PermissionError either way)."""
-    import shutil
 
     if isinstance(exc, FileNotFoundError):
         return True

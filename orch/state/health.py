@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,6 @@ class Health:
 def inspect_file(path: Path) -> Health:
     """Open the SQLite file read-only in spirit (no migration) and ask it; DatabaseError
     (with the reason) when it cannot be opened or read."""
-    import sqlite3
 
     try:
         db = SqliteDatabase(path)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orch.model import JobStatus
+from orch.state import runs
 from orch.state.db import Database
 from orch.state.records import Job, Run, Task, jobs_of, tasks_of
 from orch.timeutil import now_iso
@@ -89,7 +90,6 @@ def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
     the tick passes its start time, so a job requeued during the tick waits
     for the next one.
     """
-    from orch.state import runs
 
     with db.transaction():
         if running_count(db) >= max_concurrency:
@@ -154,7 +154,6 @@ def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
                detail: str | None = None, expect_pid: int | None = None) -> bool:
     """End a run: the job becomes succeeded/failed and waits to be judged (fenced by run_id,
     and by the owner's pid when given: a tick never ends a run its supervisor took over)."""
-    from orch.state import runs
 
     at = now_iso()
     status = JobStatus.SUCCEEDED if outcome == "succeeded" else JobStatus.FAILED

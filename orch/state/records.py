@@ -12,10 +12,11 @@ str enums compare equal to their strings either way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
+from orch.frozen import frozen_record
 from orch.model import HoldKind, JobStatus, RunOutcome, TaskState, Verdict
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -35,7 +36,6 @@ def _enum(kind: type[_E], value: Any) -> Any:
 class _Record:
     """Shared construction from a row and conversion back to one."""
 
-    __slots__ = ()
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {}
     _FLAGS: ClassVar[tuple[str, ...]] = ()
 
@@ -63,7 +63,7 @@ class _Record:
         return row
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Task(_Record):
     id: int
     repo: str
@@ -94,7 +94,7 @@ class Task(_Record):
         return bool(self.paused_at)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Job(_Record):
     id: int
     task_id: int
@@ -127,7 +127,7 @@ class Job(_Record):
         return self.status in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Run(_Record):
     id: int
     job_id: int
@@ -148,7 +148,7 @@ class Run(_Record):
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"outcome": RunOutcome}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen_record
 class Event(_Record):
     id: int
     at: str

@@ -23,11 +23,11 @@ from orch.config import (
     TOP_KEYS,
     TRUE_WORDS,
     Flags,
-    frozen_record,
     load_settings,
     resolve_home,
 )
 from orch.errors import ConfigError
+from orch.frozen import frozen_record
 from orch.pipeline import load_pipeline
 
 # ---------------------------------------------------------------- unknown keys

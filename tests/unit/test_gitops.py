@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from support.git import commit_file, git, make_repo_with_identity
 
 from orch import gitops
+from orch.availability import is_git_repo
 from orch.gitops import (
     GitError,
     branch_name,
@@ -23,7 +23,6 @@ from orch.gitops import (
     delete_branch,
     ensure_worktree,
     head_commit,
-    is_git_repo,
     remove_worktree,
     slugify,
 )

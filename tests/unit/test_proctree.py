@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from support.unpriv import Sandbox
 
-from orch import procs as pt
+from orch.procs import tree as pt
 
 # Where the orch package this test imported lives (the checkout, or a copy an
 # unprivileged user can read): children import orch.procs from there.
@@ -153,7 +153,8 @@ def test_home_id_is_per_directory_and_survives_paths_but_not_copies(tmp_path: Pa
 def test_home_id_agrees_between_concurrent_first_callers(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    code = "import sys; from orch import procs as proctree; print(proctree.home_id(sys.argv[1]))"
+    code = ("import sys; from orch.procs import tree as proctree; "
+            "print(proctree.home_id(sys.argv[1]))")
     procs = [subprocess.Popen([PY, "-c", code, str(home)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": IMPORTS}) for _ in range(8)]
     ids = {proc.communicate()[0].strip() for proc in procs}
@@ -185,7 +186,7 @@ def test_run_of_a_sigkilled_supervisor_is_ended_by_another_process(tmp_path: Pat
     pids = tmp_path / "pids"
     supervisor = python_helper(f"""
         import os, subprocess, time
-        from orch import procs as proctree
+        from orch.procs import tree as proctree
         proctree.become_subreaper()
         env = proctree.marked_env(os.environ, {mark!r})
         subprocess.Popen(["sh", "-c", "setsid sleep 999 & echo $! >> {pids}; "
@@ -198,7 +199,7 @@ def test_run_of_a_sigkilled_supervisor_is_ended_by_another_process(tmp_path: Pat
     assert wait_until(lambda: pt.read_proc(agent[0]).ppid != supervisor.pid)  # type: ignore
     reaper = python_helper(f"""
         import json
-        from orch import procs as proctree
+        from orch.procs import tree as proctree
         result = proctree.end_run_tree({mark!r}, grace_s=2)
         print(json.dumps({{"found": result.found, "complete": result.complete}}))
     """, dict(os.environ), stdout=subprocess.PIPE)
@@ -286,7 +287,7 @@ def test_the_caller_and_its_ancestors_are_never_signalled(mark: str) -> None:
     env = pt.marked_env(os.environ, mark)
     killer = python_helper(f"""
         import json, subprocess
-        from orch import procs as proctree
+        from orch.procs import tree as proctree
         child = subprocess.Popen(["sleep", "999"])  # marked too: it inherits our environment
         result = proctree.end_run_tree({mark!r}, grace_s=2)
         child.wait()
@@ -394,7 +395,7 @@ def test_a_tree_that_reforks_when_terminated_is_frozen_and_killed(tmp_path: Path
 def test_a_subreaper_adopts_an_orphan_that_left_everything_and_reaps_it(mark: str) -> None:
     helper = python_helper(f"""
         import json, os, subprocess, time
-        from orch import procs as proctree
+        from orch.procs import tree as proctree
         from orch.procs.subreaper import is_subreaper
         assert not is_subreaper()
         assert proctree.become_subreaper() and is_subreaper()
@@ -478,7 +479,7 @@ def test_a_process_of_another_user_in_the_tree_is_reported_denied(tmp_path: Path
     root_ident, child_ident = (ident_of(pid) for pid in read_pids(pids, 2))
     assert wait_until(lambda: os.stat(f"/proc/{parent.pid}").st_uid == uid)
     killer = unpriv.run(
-        [unpriv.python, "-c", "import json, sys; from orch import procs as proctree; "
+        [unpriv.python, "-c", "import json, sys; from orch.procs import tree as proctree; "
          f"r = proctree.end_run_tree({mark!r}, ({root_ident[0]}, {root_ident[1]}), "
          "grace_s=0.5, kill_bound_s=1); print(json.dumps([r.denied, r.complete]))"],
         timeout=30)

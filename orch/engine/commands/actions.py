@@ -10,7 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from orch import procs
 from orch.config import Settings
+from orch.engine.context import Engine
+from orch.engine.moves import answer_human
+from orch.engine.tick import send_notes
 from orch.errors import NotFoundError, OrchError, RefusedError
 from orch.machine import Pipeline
 from orch.model import JobStatus, TaskState
@@ -125,7 +129,6 @@ def cancel(settings: Settings, db: Database, task_id: int) -> str:
 
 def _kill_run(settings: Settings, job: Job, run: Run | None) -> None:
     """Terminate what runs for a cancelled job on this machine (never a reused pid)."""
-    from orch import procs
 
     if not procs.Identity.here().is_local(job.host, job.boot_id):
         return
@@ -145,9 +148,6 @@ def freeze(db: Database, names: list[str], frozen: bool) -> list[str]:
 def approve_or_reject(settings: Settings, pipeline: Pipeline, db: Database, task_id: int,
                       approve: bool, reason: str | None = None) -> str:
     """Answer a `human` stage at once: PASS, or FAIL to its on_fail stage."""
-    from orch.engine.context import Engine
-    from orch.engine.moves import answer_human
-    from orch.engine.tick import send_notes
 
     verb = "approve" if approve else "reject"
     engine = Engine(settings, pipeline, db)

@@ -11,6 +11,7 @@ test-runner and the merge run inline, exactly as under cron.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -21,7 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orch import gitops
+from orch.config import CONFIG_FILE, load_settings, resolve_home
+from orch.engine.commands import actions
+from orch.engine.commands.init import init_home, open_state
+from orch.engine.tick import run_tick
 from orch.errors import RefusedError, UsageError
+from orch.pipeline import load_pipeline
+from orch.state import events, jobs, tasks
+from orch.timeutil import parse_iso
 
 if TYPE_CHECKING:
     from orch.config import Settings
@@ -113,7 +122,6 @@ def demo_home(home_option: str | None) -> tuple[Path, bool]:
     """(home, temporary): a new temporary directory, or the --home given (new or empty)."""
     if home_option is None:
         return Path(tempfile.mkdtemp(prefix="orch-demo-")), True
-    from orch.config import resolve_home
 
     home = resolve_home(home_option)
     if home.exists() and not home.is_dir():
@@ -126,7 +134,6 @@ def demo_home(home_option: str | None) -> tuple[Path, bool]:
 
 def demo_test_command() -> list[str]:
     """pytest in this Python when it has it; otherwise unittest (orch needs no pytest)."""
-    import importlib.util
 
     if importlib.util.find_spec("pytest") is not None:
         return [sys.executable, "-m", "pytest", "-q"]
@@ -135,7 +142,6 @@ def demo_test_command() -> list[str]:
 
 def make_repo(path: Path) -> str:
     """A git repository with the demo project committed on `main`; returns the commit."""
-    from orch import gitops
 
     try:
         return gitops.commit_new_repo(path, REPO_FILES,
@@ -197,10 +203,7 @@ def run_demo(home_option: str | None, *, keep: bool, progress: Progress,
 def _run(home: Path, temporary: bool, clock: float, progress: Progress,
          time_limit_s: float) -> DemoResult:
     from orch.artifacts import write_atomic
-    from orch.config import CONFIG_FILE, load_settings
-    from orch.engine.commands.init import init_home, open_state
     from orch.engine.commands.tasks import NewTask, add_task
-    from orch.pipeline import load_pipeline
 
     def note(detail: str) -> None:
         progress(DemoStep(time.monotonic() - clock, "demo", detail))
@@ -230,8 +233,6 @@ def _run(home: Path, temporary: bool, clock: float, progress: Progress,
 def _tick_to_the_end(settings: Settings, pipeline: Pipeline, db: Database, task_id: int,
                      clock: float,
                      progress: Progress, time_limit_s: float, temporary: bool) -> DemoResult:
-    from orch.engine.tick import run_tick
-    from orch.state import events, jobs, tasks
 
     deadline = clock + time_limit_s
     seen = 0
@@ -257,7 +258,6 @@ def _tick_to_the_end(settings: Settings, pipeline: Pipeline, db: Database, task_
 
 
 def _step(event: Event, clock: float) -> DemoStep:
-    from orch.timeutil import parse_iso
 
     elapsed = parse_iso(event.at).timestamp() - (time.time() - (time.monotonic() - clock))
     return DemoStep(max(0.0, elapsed), event.kind, event.detail or "", event.job_id)
@@ -265,8 +265,6 @@ def _step(event: Event, clock: float) -> DemoStep:
 
 def _stop(settings: Settings, db: Database, task_id: int) -> None:
     """Cancel the demo task if it is still open, so no agent keeps running."""
-    from orch.engine.commands import actions
-    from orch.state import tasks
 
     task = tasks.get(db, task_id)
     if task is not None and not task.closed:
@@ -275,7 +273,6 @@ def _stop(settings: Settings, db: Database, task_id: int) -> None:
 
 def _result(settings: Settings, db: Database, task: Task, clock: float,
             temporary: bool, progress: Progress) -> DemoResult:
-    from orch import gitops
     from orch.engine.commands.tasks import task_detail
 
     repo = settings.repo(DEMO_REPO)

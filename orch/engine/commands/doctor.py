@@ -11,15 +11,22 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch.config import RepoConfig, Settings
+from orch import gitops
+from orch.availability import repo_problem
+from orch.config import RepoConfig, Settings, load_settings
 from orch.errors import OrchError
 from orch.home import CONFIG_FILE, DB_FILE
 from orch.machine import Pipeline
+from orch.pipeline import load_pipeline
+from orch.procs import run_in_group
+from orch.state.schema import SCHEMA_VERSION
+from orch.timeutil import parse_iso
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TICK_STALE_S = 300  # a tick older than this: cron seems not to run
@@ -82,7 +89,6 @@ Add = Callable[[Check], None]
 
 
 def _check_config(home: Path, add: Add) -> Settings | None:
-    from orch.config import load_settings
 
     try:
         settings = load_settings(home)
@@ -98,7 +104,6 @@ def _check_config(home: Path, add: Add) -> Settings | None:
 
 
 def _check_pipeline(settings: Settings, add: Add) -> Pipeline | None:
-    from orch.pipeline import load_pipeline
 
     try:
         pipeline = load_pipeline(settings)
@@ -150,7 +155,6 @@ def _check_database(path: Path, add: Add) -> tuple[bool, str | None]:
 
 def database_check(path: Path, problems: list[str], version: int, mode: str) -> Check:
     """Judge what the database said: integrity, schema version, journal, filesystem."""
-    from orch.state.schema import SCHEMA_VERSION
 
     if problems:
         return Check("database", FAIL, f"{path}: integrity check failed: "
@@ -190,9 +194,7 @@ def filesystem_type(path: Path) -> str | None:
 
 def tick_check(last_tick_at: str | None, home: Path, now_s: float | None = None) -> Check:
     """ok when a tick ran in the last 5 minutes; warn otherwise: cron seems not to run."""
-    import time
 
-    from orch.timeutil import parse_iso
 
     hint = f" (crontab: * * * * * orch --home {shlex.quote(str(home))} tick --quiet)"
     if not last_tick_at:
@@ -228,10 +230,9 @@ def _check_repos(settings: Settings, add: Add) -> None:
 
 def repo_check(repo: RepoConfig) -> Check:
     """fail when the repo is unavailable or its default branch is missing."""
-    from orch import gitops
 
     name = f"repo {repo.name}"
-    reason = gitops.repo_problem(repo)
+    reason = repo_problem(repo)
     if reason is not None:
         return Check(name, FAIL, reason)
     try:
@@ -322,7 +323,6 @@ def check_test_command(repo: RepoConfig, env: dict[str, str]) -> Check:
 
 
 def _pytest_import_problem(python: str, cwd: Path, env: dict[str, str]) -> str | None:
-    from orch.procs import run_in_group
 
     run = run_in_group([python, "-c", "import pytest"], cwd=cwd if cwd.is_dir() else Path("/"),
                        env=env, timeout_s=PROBE_TIMEOUT_S, grace_s=1.0)
@@ -361,7 +361,6 @@ def ssh_probe_argv(host: str) -> list[str]:
 
 def staging_check(repo: RepoConfig, exec_host_side: bool, env: dict[str, str]) -> Check:
     """The staging channel: `ssh HOST true` works, or docker is here when there is no host."""
-    from orch.procs import run_in_group
     from orch.runners.staging import explain_staging_outcome
 
     staging = repo.staging

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orch import gitops
 from orch.config import RepoConfig, Settings
 from orch.state import events, maint
 from orch.state.db import Database
@@ -149,7 +150,7 @@ def _git_cleanup(settings: Settings, task: Task, item: TaskGc, force: bool,
                  dry_run: bool) -> None:
     """Worktree, then branch (a branch checked out in its worktree can't be deleted)."""
     repo = settings.repos.get(item.repo)
-    from orch.gitops import repo_problem
+    from orch.availability import repo_problem
 
     reason = repo_problem(repo)
     if reason or repo is None:
@@ -165,7 +166,6 @@ def _git_cleanup(settings: Settings, task: Task, item: TaskGc, force: bool,
 
 
 def _worktree(repo: RepoConfig, path: Path, dry_run: bool) -> str:
-    from orch import gitops
 
     if not path.exists():
         if not dry_run:
@@ -180,7 +180,6 @@ def _worktree(repo: RepoConfig, path: Path, dry_run: bool) -> str:
 def _branch(repo: RepoConfig, task: Task, force: bool, dry_run: bool
             ) -> tuple[str, str]:
     """(action, note) for the task branch: the SPEC's rule on unmerged commits."""
-    from orch import gitops
 
     branch = task.branch
     if not branch:

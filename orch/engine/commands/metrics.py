@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orch.errors import RefusedError
 from orch.state import counters, jobs, maint
 from orch.state.db import Database
+from orch.timeutil import epoch_of
 
 CLOSED_COUNTERS = (("done", "tasks_done_total"), ("failed", "tasks_failed_total"),
                    ("cancelled", "tasks_cancelled_total"))
@@ -53,7 +55,6 @@ class Metrics:
 
 def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None) -> Metrics:
     """Read the metrics; STAGES (the pipeline's) get zero series for every open state."""
-    from orch.timeutil import epoch_of
 
     moment = time.time() if now is None else now
     values = counters.all_counters(db)
@@ -127,7 +128,6 @@ def write_textfile(path: Path, text: str) -> None:
     The temp name starts with a dot and does not end in `.prom`, so the
     textfile collector never reads a half-written file; the result is 0644.
     """
-    from orch.errors import RefusedError
 
     directory = path.parent
     if not directory.is_dir():

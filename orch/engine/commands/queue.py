@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from orch.availability import repo_problem
 from orch.config import Settings
 from orch.engine.tick.admit import occupies_slot
-from orch.gitops import repo_problem
 from orch.model import HoldKind, JobStatus, TaskState
-from orch.state import counters, tasks, views
+from orch.pipeline import load_pipeline
+from orch.state import counters, events, tasks, views
+from orch.state import repos as repo_state
 from orch.state.db import Database
 from orch.state.records import Job, Task
 from orch.timeutil import age_s, parse_iso
@@ -227,7 +229,6 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
                 pipeline: Pipeline | None = None) -> QueueView:
     """Read open tasks and jobs, build each repo's gate, explain every task."""
     if pipeline is None:
-        from orch.pipeline import load_pipeline
 
         pipeline = load_pipeline(settings)
     human_stages = frozenset(s.name for s in pipeline.stages if s.runner == "human")
@@ -264,7 +265,6 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
 
 def _gates(settings: Settings, db: Database, open_rows: list[Task],
            repo: str | None, running_tasks: set[int]) -> dict[str, RepoGate]:
-    from orch.state import repos as repo_state
 
     names = {row.repo for row in open_rows}
     names |= set(settings.repos) if repo is None else {repo}
@@ -292,7 +292,6 @@ def _questions_waiting(settings: Settings, open_rows: list[Task],
 
 
 def _budget_details(db: Database, open_rows: list[Task]) -> dict[int, str]:
-    from orch.state import events
 
     details = {}
     for row in open_rows:

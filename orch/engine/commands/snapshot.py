@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orch import __version__
 from orch.config import Settings
 from orch.errors import RefusedError
 from orch.home import DB_FILE
@@ -80,7 +81,6 @@ def _check_target(target: Path, force: bool) -> None:
 
 def _manifest(settings: Settings, schema: int, created: str,
               open_ids: tuple[int, ...]) -> dict[str, Any]:
-    from orch import __version__
 
     return {"orch_version": __version__, "schema_version": schema, "created_at": created,
             "home": str(settings.home), "database": DB_FILE, "open_tasks": list(open_ids)}

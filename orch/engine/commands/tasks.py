@@ -9,10 +9,11 @@ from typing import Any
 
 from orch.artifacts import TASK_FILE, write_document
 from orch.config import Settings
-from orch.errors import NotFoundError, UsageError
+from orch.errors import ConfigError, NotFoundError, UsageError
 from orch.state import events, jobs, runs, tasks
 from orch.state.db import Database
 from orch.state.records import Task
+from orch.yamlio import load_yaml
 
 IMPORT_KEYS = ("repo", "title", "body", "priority")
 
@@ -94,8 +95,6 @@ def read_import_file(path: Path) -> list[tuple[int, Any]]:
 
 
 def _yaml_records(path: Path, text: str) -> list[tuple[int, Any]]:
-    from orch.errors import ConfigError
-    from orch.yamlio import load_yaml
 
     try:
         data, marks = load_yaml(text, str(path))

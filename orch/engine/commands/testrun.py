@@ -21,7 +21,9 @@ from typing import Any
 from orch.config import RepoConfig, Settings
 from orch.errors import NotFoundError, UsageError
 from orch.runners.test_runner import TestOutcome, TestSettings
+from orch.state import tasks
 from orch.state.records import Task
+from orch.state.schema import open_database
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,6 @@ def _plan_for_task(settings: Settings, request: TestRunRequest) -> TestRunPlan:
 
 def _find_task(settings: Settings, task_id: int) -> Task:
     """The task row; exit 3 when the home has no database or no such task."""
-    from orch.state import tasks
-    from orch.state.schema import open_database
 
     if not settings.db_path.exists():
         raise NotFoundError(f"no such task: {task_id} (no orch database at "

@@ -12,7 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from orch import procs
 from orch.engine.context import Engine
+from orch.engine.tick.advance import judge_job
 from orch.state import jobs, runs
 from orch.state.records import Job, Run, Task
 from orch.timeutil import monotonic, now_iso
@@ -59,7 +61,6 @@ class Heartbeat:
     def _stop_lost_run(self) -> None:
         """The job was cancelled or reaped under us: stop our command (its group) now."""
         if self.group is not None:
-            from orch import procs
 
             procs.kill_group(self.group[0], self.group[1], self.engine.settings.cancel_grace_s)
 
@@ -76,7 +77,6 @@ def still_ours(engine: Engine, job_id: int, run_id: int) -> bool:
 def run_inline(engine: Engine, task: Task, job: Job, run: Run) -> None:
     """Run one inline job to its end, record the run, and apply its gate now."""
     from orch.engine.run.runners import dispatch
-    from orch.engine.tick.advance import judge_job
 
     beat = Heartbeat(engine, job.id, run.id)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from orch.engine.context import Engine
 from orch.state import events
@@ -42,7 +43,6 @@ class AgentPlan:
 
 def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
     """Render the prompt (also written next to the log as `.prompt.md`) and the argv."""
-    from pathlib import Path
 
     from orch.agents import render_argv, run_environment, run_vars
     from orch.prompts import load_prompt_template, prompt_context, render_prompt

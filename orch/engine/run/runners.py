@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orch import gitops, procs
 from orch.engine.context import Engine
 from orch.engine.run.inline import OnStart
 from orch.model import RunOutcome
@@ -51,7 +52,6 @@ def _test(engine: Engine, task: Task, env: dict[str, str], log: Path,
 
 def _staging(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,
              on_start: OnStart) -> RunResult:
-    from orch import gitops
     from orch.artifacts import STAGING_REPORT_FILE
     from orch.runners.staging import StagingSettings, run_staging
 
@@ -86,7 +86,6 @@ def _merge(engine: Engine, task: Task, log: Path) -> RunResult:
 
 def _command(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,
              on_start: OnStart) -> RunResult:
-    from orch import procs
     from orch.agents import render_argv
 
     stage = engine.pipeline.get(job.stage)

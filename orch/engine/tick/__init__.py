@@ -15,8 +15,12 @@ from typing import Any
 
 from orch.config import Settings
 from orch.engine.context import Engine
+from orch.engine.tick import admit, advance, claim, enqueue, reap, sanitize
 from orch.machine import Pipeline
+from orch.procs import Identity
+from orch.state import counters
 from orch.state.db import Database
+from orch.timeutil import now_iso
 
 
 @dataclass
@@ -63,10 +67,6 @@ def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims
 
 
 def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
-    from orch.engine.tick import admit, advance, claim, enqueue, reap, sanitize
-    from orch.procs import Identity
-    from orch.state import counters
-    from orch.timeutil import now_iso
 
     here = Identity.here()
     report.sanitized = sanitize.sanitize(engine)
@@ -84,7 +84,7 @@ def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
 
 def engine_unavailable_repos(engine: Engine) -> dict[str, str]:
     """{repo: why} for the repos with open tasks that can't be used right now."""
-    from orch.gitops import repo_problem
+    from orch.availability import repo_problem
     from orch.state import tasks
 
     result = {}

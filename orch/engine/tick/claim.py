@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orch import machine
+from orch import machine, procs
 from orch.engine.context import Engine
 from orch.engine.moves import carry_out, hold
 from orch.model import HoldKind, JobStatus, RunOutcome
@@ -179,7 +179,6 @@ def _start_agent(engine: Engine, task: Task, job: Job, run: Run) -> None:
 
 def start_supervisor(engine: Engine, job: Job, run: Run, plan_json: str) -> int:
     """Start the detached supervisor with its plan and wait until it has taken the job."""
-    from orch import procs
 
     log = Path(run.log_path or engine.home.log(job.id, run.id))
     pid = procs.spawn_detached(supervisor_argv(engine, job, run), cwd=engine.settings.home,
