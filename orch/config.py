@@ -27,6 +27,7 @@ FLAG_DEFAULTS: dict[str, bool] = {
     "analyst_needs_input_autopause_enabled": True,
     "test_runner_enabled": True,
     "staging_runner_exec_host_side": True,
+    "kick_enabled": True,
 }
 
 # top-level scalar: (type, minimum or None, default)
@@ -42,14 +43,20 @@ SCALARS: dict[str, tuple[type, int | None, Any]] = {
     "retention_days": (int, 0, 14),
     "env_file": (str, None, None),
     "pipeline": (str, None, "default"),
+    "log_max_mb": (int, 1, 100),
+    "state": (str, None, None),
+    "host": (str, None, None),
+    "host_max_concurrency": (int, 0, None),
+    "host_timeout_s": (int, 1, 300),
 }
 TOP_KEYS = (*SCALARS, "notify", "flags", "budget", "agents", "repos")
 AGENT_KEYS = ("command", "output", "timeout_s", "env", "stdin")
 AGENT_OUTPUTS = (None, "claude-json", "codex-jsonl")
 REPO_KEYS = ("path", "default_branch", "max_active", "test", "staging", "merge")
-TEST_KEYS = ("command", "target", "timeout_s", "smoke")
-STAGING_KEYS = ("host", "container", "command", "timeout_s", "transient_retries")
-MERGE_KEYS = ("push",)
+TEST_KEYS = ("command", "target", "timeout_s", "smoke", "env")
+STAGING_KEYS = ("host", "container", "command", "timeout_s", "transient_retries",
+                "ssh_options")
+MERGE_KEYS = ("push", "push_branches")
 BUDGET_KEYS = ("task_usd", "day_usd")
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
@@ -77,6 +84,7 @@ class Flags:
     analyst_needs_input_autopause_enabled: bool = True
     test_runner_enabled: bool = True
     staging_runner_exec_host_side: bool = True
+    kick_enabled: bool = True
 
 
 @frozen_record
@@ -107,6 +115,7 @@ class TestConfig:
     target: str | None = None
     timeout_s: int = 900
     smoke: tuple[tuple[str, ...], ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @frozen_record
@@ -118,6 +127,7 @@ class StagingConfig:
     host: str | None = None
     timeout_s: int = 600
     transient_retries: int = 3
+    ssh_options: tuple[str, ...] = ()
 
 
 @frozen_record
@@ -131,6 +141,7 @@ class RepoConfig:
     test: TestConfig = field(default_factory=TestConfig)
     staging: StagingConfig | None = None
     push: bool = False
+    push_branches: bool = False
 
 
 @frozen_record
@@ -155,6 +166,11 @@ class Settings:
     budget: Budget = field(default_factory=Budget)
     agents: Mapping[str, AgentRole] = field(default_factory=dict)
     repos: Mapping[str, RepoConfig] = field(default_factory=dict)
+    log_max_mb: int = 100
+    state: str | None = None
+    host: str | None = None
+    host_max_concurrency: int | None = None
+    host_timeout_s: int = 300
     environ: Mapping[str, str] = field(default_factory=dict)  # orch's own, read once here
 
     @property
@@ -283,6 +299,10 @@ class _Builder:
             raise self.fail(("heartbeat_timeout_s",),
                             "must be greater than heartbeat_interval_s "
                             f"({values['heartbeat_interval_s']})")
+        if values["host_timeout_s"] <= values["heartbeat_timeout_s"]:
+            raise self.fail(("host_timeout_s",),
+                            "must be greater than heartbeat_timeout_s "
+                            f"({values['heartbeat_timeout_s']})")
         if values["pipeline"] is None:
             values["pipeline"] = "default"
         env_file = values.pop("env_file")
@@ -336,13 +356,12 @@ class _Builder:
         stdin = raw.get("stdin")
         if stdin not in (None, "prompt"):
             raise self.fail((*path, "stdin"), f"unknown stdin {stdin!r}", "use prompt or null")
-        env = self.mapping(raw.get("env"), (*path, "env"), None)
         return AgentRole(
             name=name,
             command=self.argv(raw["command"], (*path, "command")),
             output=output,
             timeout_s=self.integer(raw.get("timeout_s", 3600), (*path, "timeout_s"), 1),
-            env={str(k): self.string(str(v), (*path, "env", k)) for k, v in env.items()},
+            env=self.env_mapping(raw.get("env"), (*path, "env")),
             stdin=stdin,
         )
 
@@ -366,6 +385,8 @@ class _Builder:
             staging=self.staging(raw["staging"], (*path, "staging")) if raw.get("staging")
             else None,
             push=self.boolean(merge.get("push", False), (*path, "merge", "push")),
+            push_branches=self.boolean(merge.get("push_branches", False),
+                                       (*path, "merge", "push_branches")),
         )
 
     def test(self, value: Any, path: KeyPath) -> TestConfig:
@@ -380,7 +401,13 @@ class _Builder:
                                    (*path, "timeout_s"), 1),
             smoke=tuple(self.argv(item, (*path, "smoke", i))
                         for i, item in enumerate(self._list(raw.get("smoke"), (*path, "smoke")))),
+            env=self.env_mapping(raw.get("env"), (*path, "env")),
         )
+
+    def env_mapping(self, value: Any, path: KeyPath) -> dict[str, str]:
+        """A mapping of environment variables: names to string values."""
+        raw = self.mapping(value, path, None)
+        return {str(k): self.string(str(v), (*path, k)) for k, v in raw.items()}
 
     def _list(self, value: Any, path: KeyPath) -> list:
         if value is None:
@@ -402,6 +429,8 @@ class _Builder:
             timeout_s=self.integer(raw.get("timeout_s", 600), (*path, "timeout_s"), 1),
             transient_retries=self.integer(raw.get("transient_retries", 3),
                                            (*path, "transient_retries"), 0),
+            ssh_options=self.argv(raw.get("ssh_options", []), (*path, "ssh_options"),
+                                  allow_empty=True),
         )
 
 
