@@ -30,7 +30,15 @@ def frozen_record(cls: type[_Record]) -> type[_Record]:
     dataclass repr, and FrozenInstanceError on assignment or deletion.
     """
     made = dataclass(init=False, repr=False, eq=False)(cls)
-    spec = fields(made)  # type: ignore[arg-type]
+    for name, method in _methods(made).items():
+        method.__qualname__ = f"{made.__qualname__}.{name}"
+        setattr(made, name, method)
+    return made
+
+
+def _methods(made: type) -> dict[str, Callable[..., Any]]:
+    """The six generic methods of a frozen record, closed over its fields."""
+    spec = fields(made)
     names = tuple(f.name for f in spec)
     compared = tuple(f.name for f in spec if f.compare)
     hashed = tuple(f.name for f in spec if (f.hash is None and f.compare) or f.hash)
@@ -64,19 +72,16 @@ def frozen_record(cls: type[_Record]) -> type[_Record]:
     def __hash__(self: Any) -> int:
         return hash(tuple(getattr(self, name) for name in hashed))
 
-    def __setattr__(self: Any, name: str, value: Any) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+    return {"__init__": __init__, "__repr__": __repr__, "__eq__": __eq__,
+            "__hash__": __hash__, "__setattr__": _refuse_set, "__delattr__": _refuse_del}
 
-    def __delattr__(self: Any, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
-    methods: dict[str, Callable[..., Any]] = {
-        "__init__": __init__, "__repr__": __repr__, "__eq__": __eq__, "__hash__": __hash__,
-        "__setattr__": __setattr__, "__delattr__": __delattr__}
-    for name, method in methods.items():
-        method.__qualname__ = f"{made.__qualname__}.{name}"
-        setattr(made, name, method)
-    return made
+def _refuse_set(self: Any, name: str, value: Any) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _refuse_del(self: Any, name: str) -> None:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
 
 
 def _bind(qualname: str, names: tuple[str, ...], args: tuple[Any, ...],

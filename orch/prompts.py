@@ -111,20 +111,22 @@ def prompt_context(
         "default_branch": default_branch,
         "reject_reason": (reject_reason or "").strip(),
         "answered_questions": _fenced(_excerpt(artifacts / QUESTIONS_FILE)),
-        "previous_review": "",
-        "failure_report": "",
-        "failure_report_file": "",
     }
+    return context | _round_report(artifacts, round_no)
+
+
+def _round_report(artifacts: Path, round_no: int) -> dict[str, str]:
+    """From round 1 on: the report that sent the task back, as the previous review or
+    as the failure report (with its file name); empty strings otherwise."""
+    found = {"previous_review": "", "failure_report": "", "failure_report_file": ""}
     report = previous_round_report(artifacts) if round_no > 0 else None
     if report is not None:
         name, text = report
-        text = _fenced(text)
         if name == REVIEW_FILE:
-            context["previous_review"] = text
+            found["previous_review"] = _fenced(text)
         else:
-            context["failure_report"] = text
-            context["failure_report_file"] = name
-    return context
+            found.update(failure_report=_fenced(text), failure_report_file=name)
+    return found
 
 
 # Reports that can send a task back to an earlier stage, and how each says "passed".
