@@ -61,6 +61,17 @@ class ConfigError(OrchError):
         self.line = line
 
 
+class NoHomeError(OrchError):
+    """A command that needs a home was pointed at a directory that is none (SPEC section 1):
+    neither orch.yaml nor orch.db. Exit 4, like a configuration error: a mistyped
+    `--home` or `ORCH_HOME` is a configuration mistake, and nothing is created."""
+
+    exit_code = 4
+
+    def __init__(self, home: object) -> None:
+        super().__init__(f"no orch home at {home} (run orch init)")
+
+
 class DatabaseError(OrchError):
     """The database is unreadable, corrupt, or newer than this orch."""
 

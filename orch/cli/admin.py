@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -29,6 +30,8 @@ def init(
     print(f"orch home: {result.home} ({state} orch.yaml)")
     for name in result.repos:
         print(f"repo: {name}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 @pipeline_app.command("show")

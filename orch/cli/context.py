@@ -3,6 +3,14 @@
 Settings and pipeline are loaded through the YAML cache in the home
 (`.yaml-cache.json`, see orch.yamlio): a tick then never imports PyYAML while
 the files are unchanged.
+
+Only `orch init` creates a home (SPEC section 1). Every command that reads the
+settings, the pipeline or the database through this context needs one: on a
+directory with neither `orch.yaml` nor `orch.db` it stops with `NoHomeError`
+(exit 4) before anything is created, so a cron line with a mistyped
+`ORCH_HOME` fails loudly instead of ticking an empty home. Commands that need
+no home (`init`, `demo`, `test-run` without `--task`) use `home` or
+`settings_if_home` instead.
 """
 
 from __future__ import annotations
@@ -33,15 +41,38 @@ class AppContext:
             self._cache["home"] = resolve_home(self.home_option)
         return self._cache["home"]
 
+    def require_home(self) -> Path:
+        """The home, when it is one (orch.yaml or orch.db); NoHomeError (exit 4) otherwise."""
+        from orch.errors import NoHomeError
+        from orch.home import Home
+
+        home = self.home
+        if not Home(home).exists():
+            raise NoHomeError(home)
+        return home
+
     @property
     def settings(self) -> Settings:
+        """The home's settings; a missing home is refused (see the module docstring)."""
         if "settings" not in self._cache:
             from orch.config import load_settings
             from orch.yamlio import caching
 
-            with caching(self.home / YAML_CACHE_FILE):
-                self._cache["settings"] = load_settings(self.home)
+            home = self.require_home()
+            with caching(home / YAML_CACHE_FILE):
+                self._cache["settings"] = load_settings(home)
         return self._cache["settings"]
+
+    def settings_if_home(self) -> Settings:
+        """The home's settings when there is a home, else the defaults (nothing is read
+        from or written to the directory): for the commands that need no home."""
+        from orch.home import Home
+
+        if Home(self.home).exists():
+            return self.settings
+        from orch.config import load_settings
+
+        return load_settings(self.home)
 
     @property
     def pipeline(self) -> Pipeline:

@@ -40,7 +40,8 @@ def test_run(
     from orch.engine.commands.testrun import TestRunRequest, run_test_run
 
     obj: AppContext = ctx.obj
-    result = run_test_run(obj.settings, TestRunRequest(path=path, target=target,
+    settings = obj.settings if task is not None else obj.settings_if_home()
+    result = run_test_run(settings, TestRunRequest(path=path, target=target,
                                                        timeout_s=timeout, report=report,
                                                        task_id=task))
     if as_json:
@@ -71,7 +72,7 @@ def doctor(
     from orch.engine.commands.doctor import run_doctor
 
     obj: AppContext = ctx.obj
-    report = run_doctor(obj.home)
+    report = run_doctor(obj.require_home())
     if as_json:
         from orch.cli.render import emit_json
 

@@ -304,8 +304,10 @@ def test_repo_path_key_is_still_required(orch_home: Path, cli: Cli) -> None:
 # ---------------------------------------------------------------- defaults and shipped files
 
 
-def test_commands_run_on_defaults_without_orch_yaml(tmp_path: Path, cli: Cli) -> None:
-    home = tmp_path / "bare"
+def test_commands_run_on_defaults_without_orch_yaml(orch_home: Path, cli: Cli) -> None:
+    """A home is orch.yaml or orch.db: with the database alone, the defaults apply."""
+    (orch_home / "orch.yaml").unlink()
+    home = orch_home
     code, _, err = cli(home, "pipeline", "show", "--json")
     assert code == 0, err
     code, _, err = cli(home, "task", "add", "--repo", "app", "--title", "T")

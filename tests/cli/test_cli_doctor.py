@@ -243,15 +243,25 @@ def test_docker_here_when_there_is_no_host(home: Path, cli: Callable[..., CliRes
     assert doctor(cli, home)[1]["staging app"]["detail"].endswith("/docker")
 
 
-def test_no_database_is_a_failure_and_is_not_created(tmp_path: Path,
-                                                     cli: Callable[..., CliResult],
-                                                     fakebin: Path) -> None:
+def test_no_home_is_refused_and_is_not_created(tmp_path: Path,
+                                               cli: Callable[..., CliResult],
+                                               fakebin: Path) -> None:
     empty = tmp_path / "empty-home"
-    code, checks = doctor(cli, empty)
-    assert code == 1
-    assert checks["config"]["status"] == "warn" and "run orch init" in checks["config"]["detail"]
-    assert checks["database"]["status"] == "fail" and "tick" not in checks
+    code, out, err = cli(empty, "doctor", "--json")
+    assert code == 4 and out == ""
+    assert err == f"error: no orch home at {empty} (run orch init)\n"
     assert not empty.exists()
+
+
+def test_no_database_is_a_failure_and_is_not_created(home: Path,
+                                                     cli: Callable[..., CliResult]) -> None:
+    for name in ("orch.db", "orch.db-wal", "orch.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    code, checks = doctor(cli, home)
+    assert code == 1
+    assert checks["database"]["status"] == "fail" and "run orch init" in \
+        checks["database"]["detail"] and "tick" not in checks
+    assert not (home / "orch.db").exists()
 
 
 def test_a_corrupt_database(home: Path, cli: Callable[..., CliResult]) -> None:

@@ -167,8 +167,8 @@ def test_home_that_is_a_file(tmp_path: Path, run: Callable[..., Result]) -> None
     assert code == 1
     one_error(err, str(home))
     code, _, err = run(home, "task", "list")
-    assert code == 5
-    one_error(err, str(home))
+    assert code == 4  # a file is no home (SPEC section 1)
+    one_error(err, f"no orch home at {home}")
     assert home.read_text() == "x"
 
 

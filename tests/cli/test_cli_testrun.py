@@ -234,8 +234,8 @@ def test_the_repo_section_timeout_and_smoke_apply(tmp_path: Path,
 def test_task_option_errors(tmp_path: Path, nohome: Path, cli: Callable[..., CliResult],
                             git_repo: Callable[..., Path]) -> None:
     code, _, err = cli(nohome, "test-run", "--task", "1")
-    assert code == 3 and "no such task: 1" in err
-    assert not nohome.exists()  # no database created for the look-up
+    assert code == 4 and err == f"error: no orch home at {nohome} (run orch init)\n"
+    assert not nohome.exists()  # --task needs a home; nothing is created for the look-up
     home = make_home(tmp_path, cli, git_repo("app"))
     code, _, err = cli(home, "test-run", "--task", "7")
     assert code == 3 and err.strip() == "error: no such task: 7"

@@ -629,6 +629,7 @@ def test_observability_md_names_every_metric(tmp_path: Path, capsys: pytest.Capt
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     for key in [k for k in os.environ if k.startswith("ORCH_")]:
         monkeypatch.delenv(key)
+    assert orch.cli.run(["--home", str(tmp_path / "home"), "init"]) == 0
     assert orch.cli.run(["--home", str(tmp_path / "home"), "metrics"]) == 0
     names = set(re.findall(r"^# TYPE (\S+)", capsys.readouterr().out, flags=re.MULTILINE))
     assert names, "orch metrics printed no metric"

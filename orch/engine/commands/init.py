@@ -21,6 +21,7 @@ class InitResult:
     home: Path
     config_written: bool
     repos: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def parse_repo_option(text: str) -> tuple[str, Path]:
@@ -75,7 +76,23 @@ def init_home(home: Path, repo_options: list[str]) -> InitResult:
     for sub in HOME_DIRS:
         (home / sub).mkdir(exist_ok=True)
     open_database(settings.db_path).close()
-    return InitResult(home, written, tuple(names))
+    return InitResult(home, written, tuple(names), repo_warnings(repos))
+
+
+def repo_warnings(repos: list[tuple[str, Path]]) -> tuple[str, ...]:
+    """A warning for each `--repo` PATH that is not a git repository (the home is still
+    made: the repository may be cloned there later; `orch doctor` fails until it is)."""
+    from orch.availability import is_git_repo
+
+    warnings = []
+    for name, path in repos:
+        if not path.exists():
+            warnings.append(f"repo {name}: {path} does not exist (clone it there, or fix "
+                            f"repos.{name}.path in orch.yaml); its tasks wait until it does")
+        elif not is_git_repo(path):
+            warnings.append(f"repo {name}: {path} is not a git repository (git init it, or "
+                            f"fix repos.{name}.path in orch.yaml); its tasks wait until it is")
+    return tuple(warnings)
 
 
 def open_state(settings: Settings) -> Database:
