@@ -17,12 +17,16 @@ would look stale and the run would be retried, never passed wrongly.
 Value parsing is tolerant of case and surrounding blanks (`approve`,
 ` Passed `), never of other spellings; the test report's `exit_code` must be
 a YAML integer (or null): `"0"` is malformed (RETRY), never a PASS.
+
+Every read goes through `orch.artifacts.read_artifact` (a regular file directly
+in the task folder, non-blocking, at most 1 MiB; anything else is a RETRY
+naming what it is), and a reason quotes at most 200 characters of what an
+agent wrote (`orch.artifacts.quote`, `describe_value`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +41,17 @@ from orch.artifacts import (
     STAGING_REPORT_FILE,
     TEST_REPORT_FILE,
     ArtifactError,
+    ArtifactFile,
     Document,
+    MissingArtifact,
+    artifact_stat,
+    describe_value,
     parse_document,
+    quote,
+    read_artifact,
 )
 from orch.model import Verdict
 
-# PyYAML raises plain built-in errors for some hostile front matter (a date
-# like 2020-13-45, `!!int x`, `!!bool maybe`, thousands of nested brackets);
-# they are malformed artifacts like any other.
-_YAML_CRASHES = (ValueError, KeyError, TypeError, IndexError, RecursionError, OverflowError)
 _FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 _REASON_LIMIT = 300
@@ -113,7 +119,7 @@ def _file_gate(gate: Gate) -> Gate:
         except _Unusable as exc:
             return _result(Verdict.RETRY, str(exc))
         except (ArtifactError, OSError) as exc:
-            return _result(Verdict.RETRY, f"artifact unreadable: {exc}")
+            return _result(Verdict.RETRY, f"artifact unreadable: {quote(exc)}")
 
     return judged
 
@@ -121,24 +127,24 @@ def _file_gate(gate: Gate) -> Gate:
 # --- reading artifacts -------------------------------------------------------
 
 
-def _mtime_ns(path: Path) -> int | None:
-    """The file's mtime in nanoseconds, or None when it does not exist."""
-    try:
-        return os.stat(path).st_mtime_ns
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+def _mtime_ns(folder: Path, name: str) -> int | None:
+    """The mtime in nanoseconds of NAME directly in FOLDER (never through a link), or None
+    when it does not exist."""
+    st = artifact_stat(folder, name)
+    return None if st is None else st.st_mtime_ns
 
 
-def _require_fresh(ctx: GateContext, name: str) -> Path:
-    """The deliverable's path, when it exists and was written during the run."""
-    path = ctx.artifacts / name
+def _read_fresh_file(ctx: GateContext, name: str) -> ArtifactFile:
+    """The deliverable's bytes, when it is a safe regular file written during the run."""
     try:
-        written = os.stat(path).st_mtime
-    except (FileNotFoundError, NotADirectoryError):
+        file = read_artifact(ctx.artifacts, name)
+    except MissingArtifact:
         raise _Unusable(f"{name} is missing") from None
-    if written < ctx.run_started:
+    except ArtifactError as exc:
+        raise _Unusable(str(exc)) from None
+    if file.mtime < ctx.run_started:
         raise _Unusable(f"{name} is stale (written before the run)")
-    return path
+    return file
 
 
 def _parse(name: str, text: str) -> Document:
@@ -147,22 +153,19 @@ def _parse(name: str, text: str) -> Document:
         return parse_document(text)
     except ArtifactError as exc:
         raise _Unusable(f"{name} is malformed: {exc}") from exc
-    except _YAML_CRASHES as exc:
-        raise _Unusable(f"{name} is malformed: {type(exc).__name__}: {exc}") from exc
 
 
-def _read_text(path: Path) -> str:
+def _text(file: ArtifactFile) -> str:
     """A file's UTF-8 text; _Unusable when it is not UTF-8."""
     try:
-        return path.read_text(encoding="utf-8")
+        return file.data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Unusable(f"{path.name} is not UTF-8 text") from exc
+        raise _Unusable(f"{file.name} is not UTF-8 text") from exc
 
 
 def _read_fresh(ctx: GateContext, name: str) -> Document:
     """Read a deliverable that must be fresh and well-formed."""
-    path = _require_fresh(ctx, name)
-    return _parse(name, _read_text(path))
+    return _parse(name, _text(_read_fresh_file(ctx, name)))
 
 
 def _require_content(ctx: GateContext, name: str) -> None:
@@ -175,7 +178,7 @@ def _require_content(ctx: GateContext, name: str) -> None:
     if name.endswith(".md"):
         blank = not _read_fresh(ctx, name).body.strip()
     else:
-        blank = not _require_fresh(ctx, name).read_bytes().strip()
+        blank = not _read_fresh_file(ctx, name).data.strip()
     if blank:
         raise _Unusable(f"{name} is empty")
 
@@ -223,13 +226,15 @@ def _bad_value(name: str, meta: dict[str, Any], key: str, allowed: str) -> _Unus
     """The error for a front matter key that is absent or not an allowed value."""
     if key not in meta:
         return _Unusable(f"{name}: no `{key}` in the front matter (expected {allowed})")
-    return _Unusable(f"{name}: {key} {meta[key]!r} is not {allowed}")
+    return _Unusable(f"{name}: {key} {describe_value(meta[key])} is not {allowed}")
 
 
 def _note(meta: dict[str, Any]) -> str:
     """The report's own `reason`, as a suffix for a gate's reason."""
     reason = meta.get("reason")
-    return f" ({reason})" if isinstance(reason, str | int | float) and str(reason).strip() else ""
+    if isinstance(reason, str | int | float) and str(reason).strip():
+        return f" ({quote(reason)})"
+    return ""
 
 
 # --- questions (SPEC section 7) ----------------------------------------------
@@ -246,19 +251,21 @@ def questions_active(artifacts_dir: Path, deliverables: Sequence[str]) -> bool:
     counts as active questions (a person looks rather than the run passing).
     """
     try:
-        asked = _mtime_ns(artifacts_dir / QUESTIONS_FILE)
-        if asked is None or not _questions_blocking(artifacts_dir / QUESTIONS_FILE):
+        asked = _mtime_ns(artifacts_dir, QUESTIONS_FILE)
+        if asked is None or not _questions_blocking(artifacts_dir):
             return False
         return not _superseded(artifacts_dir, deliverables, asked)
-    except OSError:
+    except (OSError, ArtifactError):
         return True
 
 
-def _questions_blocking(path: Path) -> bool:
-    """Whether the questions file blocks; a malformed one does."""
+def _questions_blocking(artifacts_dir: Path) -> bool:
+    """Whether the questions file blocks; a malformed or unsafe one (a FIFO, a link, over
+    the cap) does: a person looks rather than the run passing."""
     try:
-        meta = _parse(path.name, _read_text(path)).meta
-    except (_Unusable, OSError):
+        file = read_artifact(artifacts_dir, QUESTIONS_FILE)
+        meta = _parse(QUESTIONS_FILE, _text(file)).meta
+    except (_Unusable, ArtifactError, OSError):
         return True
     return not _is_false(meta.get("blocking", True))
 
@@ -268,7 +275,7 @@ def _superseded(artifacts_dir: Path, deliverables: Sequence[str], asked_ns: int)
     if not deliverables:
         return False
     for name in deliverables:
-        written = _mtime_ns(artifacts_dir / name)
+        written = _mtime_ns(artifacts_dir, name)
         if written is None or written <= asked_ns:
             return False
     return True
@@ -395,7 +402,7 @@ def _judge_merged(meta: dict[str, Any]) -> GateResult:
     commit = meta.get("commit")
     if not (isinstance(commit, str) and commit.strip()) and not _is_int(commit):
         raise _bad_value(name, meta, "commit", "the new tip of the default branch")
-    return _result(Verdict.PASS, f"{name}: merged at {str(commit).strip()}")
+    return _result(Verdict.PASS, f"{name}: merged at {quote(commit)}")
 
 
 def exit_zero(ctx: GateContext) -> GateResult:
@@ -406,7 +413,7 @@ def exit_zero(ctx: GateContext) -> GateResult:
     """
     code = ctx.exit_code
     if code is None or not _is_int(code):
-        return _result(Verdict.RETRY, f"no exit status recorded ({code!r})")
+        return _result(Verdict.RETRY, f"no exit status recorded ({describe_value(code)})")
     if code == 0:
         return _result(Verdict.PASS, "exit status 0")
     return _result(Verdict.FAIL, f"exit status {code}")

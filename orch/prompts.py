@@ -27,7 +27,10 @@ from orch.artifacts import (
     TASK_FILE,
     TEST_REPORT_FILE,
     ArtifactError,
+    MissingArtifact,
+    artifact_stat,
     parse_document,
+    read_artifact,
 )
 
 # How much of an earlier artifact goes into a prompt; the agent can read the rest.
@@ -144,9 +147,12 @@ def previous_round_report(artifacts: Path) -> tuple[str, str] | None:
     newest: tuple[int, int, str] | None = None
     for order, name in enumerate(_ROUND_REPORTS):
         try:
-            mtime = (artifacts / name).stat().st_mtime_ns
-        except OSError:
+            st = artifact_stat(artifacts, name)
+        except (OSError, ArtifactError):
             continue
+        if st is None:
+            continue
+        mtime = st.st_mtime_ns
         if newest is None or (mtime, order) > newest[:2]:
             newest = (mtime, order, name)
     if newest is None:
@@ -186,12 +192,18 @@ def _read_task(path: Path) -> tuple[str, str]:
 
 
 def _excerpt(path: Path) -> str:
-    """A file's text for a prompt ("" when missing), cut at EXCERPT_LIMIT characters."""
+    """A file's text for a prompt ("" when missing), cut at EXCERPT_LIMIT characters.
+
+    Read as every artifact is (orch.artifacts.read_artifact: a regular file in the task
+    folder, non-blocking, capped); one that is not safe to read is named, not read.
+    """
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        data = read_artifact(path.parent, path.name).data
+    except MissingArtifact:
         return ""
-    text = text.strip()
+    except (ArtifactError, OSError) as exc:
+        return f"[{path.name} was not read: {exc}]"
+    text = data.decode("utf-8", "replace").strip()
     if len(text) > EXCERPT_LIMIT:
         text = text[:EXCERPT_LIMIT] + f"\n\n[... cut here; the whole file is {path}]"
     return text

@@ -175,7 +175,7 @@ def test_directory_in_place_of_artifact_is_retry(tmp_path: Path, gate: str) -> N
     set_mtime(tmp_path / name, 5)
     result = judged(gate, tmp_path, **fields)
     assert result.verdict == Verdict.RETRY
-    assert "unreadable" in result.reason
+    assert result.reason == f"{name} is a directory, not a regular file"
 
 
 @pytest.mark.parametrize("gate", FILE_GATES)

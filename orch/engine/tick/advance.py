@@ -23,7 +23,8 @@ RETRY_OUTCOMES = {RunOutcome.FAILED: "the run failed", RunOutcome.TIMEOUT: "the 
 
 
 def advance_all(engine: Engine) -> None:
-    """Judge every finished, unjudged job; one that raises is recorded and skipped."""
+    """Judge every finished, unjudged job; one whose judging raises gets a RETRY naming the
+    error (`judge_job`), and one that cannot even be given that is recorded and skipped."""
     for _ in isolate(engine, jobs.unjudged(engine.db), lambda job: judge_job(engine, job),
                      lambda job: (job.task_id, job.id)):
         pass
@@ -79,8 +80,24 @@ def _new_commits(engine: Engine, task: Task, run: Run | None) -> int:
 
 
 def judge_job(engine: Engine, job: Job) -> tuple[Verdict, str] | None:
-    """Decide and apply the verdict of one finished job (once)."""
-    verdict, reason = decide(engine, job)
+    """Decide and apply the verdict of one finished job (once).
+
+    Judging that raises (a bug, a MemoryError from a hostile artifact, git failing) is
+    recorded as an error of this job and turns into a RETRY naming it (SPEC section 5),
+    bounded by `max_attempts` like any other: never a job that every tick judges again.
+    """
+    try:
+        verdict, reason = decide(engine, job)
+    except Exception as exc:
+        engine.record_error(job.task_id, job.id, exc)
+        verdict, reason = Verdict.RETRY, f"judging the run raised {_error_line(exc)}"
     if apply_verdict(engine, job, verdict, reason):
         return verdict, reason
     return None
+
+
+def _error_line(exc: BaseException) -> str:
+    """`Type: message`, one line of at most QUOTE_LIMIT characters."""
+    from orch.artifacts import quote
+
+    return quote(f"{type(exc).__name__}: {exc}")
