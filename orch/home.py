@@ -68,18 +68,35 @@ class Home:
         return run_mark(home_id(self.root), run_id)
 
     @contextmanager
-    def repo_lock(self, repo: str) -> Iterator[None]:
+    def repo_lock(self, repo: str, wait_s: float | None = None) -> Iterator[None]:
         """Serialize worktree changes of one repo across overlapping ticks and orch gc.
 
         `git worktree add` in one tick and `git worktree prune` (or another add) in
         another race on the repo's `.git/worktrees` ("failed to read
         .git/worktrees/N/commondir"); each spurious failure would cost the job an
-        attempt. An flock on a file in the home: a killed tick releases it.
+        attempt. An flock on a file in the home: a killed tick releases it. The
+        merge moves the default branch under it too, and `orch cancel` and the
+        reaper take it before they end a job, so a merge that lost its job never
+        lands (orch.engine.run.merge_run). With `wait_s`, TimeoutError after that
+        long instead of waiting for ever.
         """
         import fcntl
+        import time
 
         path = self.root / "worktrees" / f".{repo}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            if wait_s is None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + wait_s
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise TimeoutError(f"the lock of repo {repo} stayed taken for "
+                                               f"{wait_s:g} s") from None
+                        time.sleep(0.05)
             yield

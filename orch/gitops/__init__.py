@@ -363,8 +363,13 @@ def commit_new_repo(path: Path, files: dict[str, str], message: str,
     return head_commit(path)
 
 
-from orch.gitops.merge import merge_task  # noqa: E402 (the merge builds on the plumbing above)
+from orch.gitops.merge import (  # noqa: E402 (the merge builds on the plumbing above)
+    FenceLost,
+    MergeFence,
+    merge_task,
+)
 
-__all__ = ["GitError", "GitResult", "Log", "MergeOutcome", "branch_exists", "branch_name",
-           "commit_new_repo", "commits_beyond_default", "count_commits", "delete_branch",
-           "ensure_worktree", "head_commit", "merge_task", "remove_worktree", "slugify"]
+__all__ = ["FenceLost", "GitError", "GitResult", "Log", "MergeFence", "MergeOutcome",
+           "branch_exists", "branch_name", "commit_new_repo", "commits_beyond_default",
+           "count_commits", "delete_branch", "ensure_worktree", "head_commit", "merge_task",
+           "remove_worktree", "slugify"]

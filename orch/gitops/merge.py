@@ -4,15 +4,22 @@ A conflict aborts the rebase and reports the conflicting files; a checked-out
 default branch with local changes (or an untracked file the fast-forward
 would overwrite) blocks; a default branch that moved meanwhile is rebased
 onto once more, then deferred.
+
+A merge is a run like any other, so it is fenced (`MergeFence`): the worktree
+is prepared under the repo lock, and the default branch is moved, and pushed,
+only inside `fence.owned(step)`, which holds the repo lock and checks that the
+run still owns its job; a run that lost it (`orch cancel`, the reaper) gets
+`FenceLost` there and changes nothing more.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from orch.gitops import (
     PUSH_TIMEOUT_S,
@@ -31,6 +38,33 @@ from orch.gitops import (
     ensure_worktree,
     head_commit,
 )
+
+
+class FenceLost(Exception):
+    """The run no longer owns its job (cancelled or reaped): the merge must stop here."""
+
+
+class MergeFence(Protocol):
+    """What the merge asks before it touches anything shared (see the module docstring)."""
+
+    def worktree(self) -> AbstractContextManager[object]:
+        """Serialize worktree changes of the repo (the repo lock)."""
+        ...
+
+    def owned(self, step: str) -> AbstractContextManager[object]:
+        """The repo lock, with the run's ownership of its job checked inside it; raises
+        FenceLost (naming `step`) when the run lost the job."""
+        ...
+
+
+class Unfenced:
+    """No fence: a merge run by hand (tests, a person at the terminal)."""
+
+    def worktree(self) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def owned(self, step: str) -> AbstractContextManager[object]:
+        return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -154,7 +188,14 @@ def _moved_or_blocked(repo_path: Path, branch: str, old: str, failure: GitResult
     return _Step("blocked", f"could not fast-forward {branch}: {detail}")
 
 
-def _fast_forward(repo_path: Path, branch: str, old: str, new: str, log: Log) -> _Step:
+def _fast_forward(repo_path: Path, branch: str, old: str, new: str, log: Log,
+                  fence: MergeFence) -> _Step:
+    """Move BRANCH from OLD to NEW, inside the fence (the repo lock, ownership checked)."""
+    with fence.owned(f"moving {branch}"):
+        return _fast_forward_owned(repo_path, branch, old, new, log)
+
+
+def _fast_forward_owned(repo_path: Path, branch: str, old: str, new: str, log: Log) -> _Step:
     """Move BRANCH from OLD to NEW: in its checkout if it has one, else compare-and-swap the ref."""
     current = head_commit(repo_path, f"refs/heads/{branch}")
     if _is_ancestor(repo_path, new, current):
@@ -210,19 +251,21 @@ def _blocked(reason: str, *, defer: bool = False) -> MergeOutcome:
 
 
 def _merged(repo_path: Path, branch: str, default_branch: str, commit: str, push: bool,
-            log: Log) -> MergeOutcome:
+            log: Log, fence: MergeFence) -> MergeOutcome:
     reason = f"{branch} is on {default_branch} at {commit[:12]}"
     pushed: bool | None = None
     if push:
-        pushed, pushing = _push(repo_path, default_branch, log)
+        with fence.owned(f"pushing {default_branch}"):
+            pushed, pushing = _push(repo_path, default_branch, log)
         reason = f"{reason}; {pushing}"
     log(reason)
     return MergeOutcome("merged", commit, (), pushed, False, reason)
 
 
 def _merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: str,
-           push: bool, log: Log) -> MergeOutcome:
-    ensure_worktree(repo_path, worktree_path, branch, default_branch, log)
+           push: bool, log: Log, fence: MergeFence) -> MergeOutcome:
+    with fence.worktree():  # it prunes and may re-add the worktree
+        ensure_worktree(repo_path, worktree_path, branch, default_branch, log)
     dirty = _tracked_changes(worktree_path)
     if dirty:
         return _blocked(f"the task worktree {worktree_path} has uncommitted changes "
@@ -236,18 +279,19 @@ def _merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: st
             return MergeOutcome("conflict", None, rebase.conflicts, None, False, reason)
         if rebase.head is None:
             return _blocked(rebase.error)
-        step = _fast_forward(repo_path, default_branch, old, rebase.head, log)
+        step = _fast_forward(repo_path, default_branch, old, rebase.head, log, fence)
         if step.status == "blocked":
             return _blocked(step.detail)
         if step.status == "done" and step.commit:
-            return _merged(repo_path, branch, default_branch, step.commit, push, log)
+            return _merged(repo_path, branch, default_branch, step.commit, push, log, fence)
         log(f"{default_branch} moved since the rebase")
     return _blocked(f"{default_branch} moved twice while merging {branch}; try again later",
                     defer=True)
 
 
 def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch: str, *,
-               push: bool, log: Log | None = None) -> MergeOutcome:
+               push: bool, log: Log | None = None,
+               fence: MergeFence | None = None) -> MergeOutcome:
     """Rebase the task BRANCH onto DEFAULT_BRANCH and fast-forward it there (SPEC section 8).
 
     `conflict`: the rebase conflicted and was aborted (the branch is unchanged).
@@ -255,10 +299,12 @@ def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch
     failed; with `defer` when the default branch moved twice during the merge.
     `merged`: the default branch now points at `commit`; `pushed` says whether
     the push (only when PUSH) went through. LOG receives a line per step.
+    FENCE (default: none) guards the worktree and the moves; its FenceLost propagates.
     """
     say = log or _quiet
     try:
-        return _merge(Path(repo_path), Path(worktree_path), branch, default_branch, push, say)
+        return _merge(Path(repo_path), Path(worktree_path), branch, default_branch, push, say,
+                      fence or Unfenced())
     except GitError as exc:
         say(f"git failed: {exc}")
         return _blocked(str(exc))

@@ -10,17 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from orch.artifacts import write_document
-from orch.gitops import Log, MergeOutcome, merge_task
+from orch.gitops import Log, MergeFence, MergeOutcome, merge_task
 from orch.timeutil import now_iso
 
 
 def run_merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: str, *,
-              push: bool, report_path: Path | None, log_path: Path | None = None) -> MergeOutcome:
-    """Merge BRANCH into DEFAULT_BRANCH, write the report (when REPORT_PATH) and the log."""
-    log = _log_to(log_path)
+              push: bool, report_path: Path | None, log_path: Path | None = None,
+              log: Log | None = None, fence: MergeFence | None = None) -> MergeOutcome:
+    """Merge BRANCH into DEFAULT_BRANCH, write the report (when REPORT_PATH) and the log
+    (to LOG_PATH, or through LOG). FENCE guards the moves (gitops.merge); when the run
+    loses its job there, FenceLost propagates and no report is written."""
+    log = log or _log_to(log_path)
     log(f"merge {branch} into {default_branch} (repo {repo_path}, push {'on' if push else 'off'})")
     outcome = merge_task(Path(repo_path), Path(worktree_path), branch, default_branch,
-                         push=push, log=log)
+                         push=push, log=log, fence=fence)
     log(f"result: {outcome.result}; {outcome.reason}")
     if report_path is not None:
         write_document(Path(report_path), report_meta(outcome, branch, default_branch),

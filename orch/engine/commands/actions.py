@@ -8,6 +8,7 @@ its event in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from orch import procs
@@ -105,8 +106,16 @@ def retry(db: Database, task_id: int) -> str:
 
 
 def cancel(settings: Settings, db: Database, task_id: int) -> str:
-    """End a task; its running job's process group is terminated."""
-    with db.transaction():
+    """End a task; its running job's process group is terminated.
+
+    The task's repo lock is held while the job is closed: a merge moves the default
+    branch (and pushes) only under that lock after checking it still owns its job, so a
+    cancelled merge never lands (orch.engine.run.merge_run). Taken whatever the stage,
+    so no race with a merge job claimed meanwhile; it is held only for short steps.
+    """
+    known = tasks.get(db, task_id)
+    lock = settings.paths.repo_lock(known.repo) if known is not None else nullcontext()
+    with lock, db.transaction():
         task = _open_task(db, task_id, "cancel")
         job = jobs.open_job(db, task_id)
         run = None

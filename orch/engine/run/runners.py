@@ -3,6 +3,8 @@ calls the runner module (`orch.runners.*`), returning (exit code, run outcome, e
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ def dispatch(engine: Engine, task: Task, job: Job, run: Run, on_start: OnStart) 
     if job.runner == "staging-runner":
         return _staging(engine, task, job, env, log, on_start, mark)
     if job.runner == "merge":
-        return _merge(engine, task, log, env)
+        return _merge(engine, task, job, run, env, log, on_start, mark)
     if job.runner == "command":
         return _command(engine, task, job, env, log, on_start, mark)
     return None, RunOutcome.FAILED, f"runner {job.runner!r} cannot run inline"
@@ -74,19 +76,49 @@ def _staging(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Pat
     return result.exit_code, RunOutcome.SUCCEEDED, f"staging {result.outcome}"
 
 
-def _merge(engine: Engine, task: Task, log: Path, env: dict[str, str]) -> RunResult:
+def _merge(engine: Engine, task: Task, job: Job, run: Run, env: dict[str, str], log: Path,
+           on_start: OnStart, mark: str) -> RunResult:
+    """The merge in a child process (orch.engine.run.merge_run): in the run's recorded
+    group and under its mark, fenced by the repo lock and the job's ownership."""
     from orch.artifacts import MERGE_REPORT_FILE
-    from orch.procs.marks import MARK_VAR
-    from orch.runners.merge import run_merge
+    from orch.engine.run.merge_run import MergePlan
 
     repo = engine.settings.repo(task.repo)
-    # git and its hooks carry the run's mark: a reaper after a killed tick ends them
-    with engine.home.repo_lock(task.repo), gitops.run_environment({MARK_VAR: env[MARK_VAR]}):
-        result = run_merge(repo.path, engine.home.worktree(task.repo, task.id),
-                           task.branch or "", repo.default_branch, push=repo.push,
-                           report_path=engine.home.artifacts(task.id) / MERGE_REPORT_FILE,
-                           log_path=log)
-    return 0, RunOutcome.SUCCEEDED, f"merge {result.result}: {result.reason}"[:500]
+    plan = MergePlan(
+        job_id=job.id, run_id=run.id, task_id=task.id, state=str(engine.settings.db_path),
+        home=str(engine.home.root), repo=task.repo, repo_path=str(repo.path),
+        worktree=str(engine.home.worktree(task.repo, task.id)), branch=task.branch or "",
+        default_branch=repo.default_branch, push=repo.push,
+        report=str(engine.home.artifacts(task.id) / MERGE_REPORT_FILE))
+    result = procs.run_in_group(
+        [sys.executable, "-m", "orch.engine.run.merge_run"], cwd=engine.home.root, env=env,
+        timeout_s=COMMAND_TIMEOUT_S, log_path=log, stdin_text=plan.to_json(),
+        on_start=on_start, grace_s=engine.settings.cancel_grace_s, mark=mark)
+    return merge_result(result)
+
+
+def merge_result(result: procs.GroupRun) -> RunResult:
+    """(exit code, run outcome, error) of the merge child from what it printed."""
+    from orch.engine.run.merge_run import EXIT_BUSY, EXIT_LOST, RESULT_PREFIX
+
+    if result.start_error:
+        return None, RunOutcome.FAILED, f"cannot start the merge: {result.start_error}"
+    if result.timed_out:
+        return result.exit_code, RunOutcome.TIMEOUT, "the merge timed out"
+    if result.exit_code == 0:
+        line = result.output_tail.rpartition(RESULT_PREFIX)[2].partition("\n")[0]
+        try:
+            said = json.loads(line)
+            return 0, RunOutcome.SUCCEEDED, f"merge {said['result']}: {said['reason']}"[:500]
+        except (ValueError, KeyError, TypeError):
+            return 0, RunOutcome.FAILED, "the merge printed no result"
+    if result.exit_code == EXIT_LOST:
+        return EXIT_LOST, RunOutcome.FAILED, "the merge run lost its job (cancelled or reaped)"
+    if result.exit_code == EXIT_BUSY:
+        return EXIT_BUSY, RunOutcome.FAILED, "another merge of this task was still running"
+    last = result.stderr_tail.strip().splitlines()[-1:] or [""]
+    return result.exit_code, RunOutcome.FAILED, f"merge failed (exit {result.exit_code}) " \
+        f"{last[0]}".strip()[:500]
 
 
 def _command(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,

@@ -10,6 +10,7 @@ another process is never signalled.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from orch import machine, procs
@@ -21,6 +22,8 @@ from orch.procs import Identity
 from orch.state import counters, events, jobs, runs, tasks
 from orch.state.records import Job
 from orch.timeutil import epoch_of, monotonic
+
+REAP_LOCK_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,23 @@ def _kill_unrecorded(engine: Engine, run_id: int) -> str:
     return f"killed process groups {sorted(groups)} (no group recorded; found by ORCH_RUN_ID)"
 
 
+def _merge_fence(engine: Engine, job: Job) -> AbstractContextManager[None]:
+    """A merge job is requeued under its repo's lock: a merge child that survived the kill
+    then finds the job gone when it checks, under that lock, before it moves the default
+    branch (orch.engine.run.merge_run). Bounded: a lock held past it skips this job until
+    the next tick (an error of the job)."""
+    if job.runner != "merge":
+        return nullcontext()
+    task = tasks.get(engine.db, job.task_id)
+    if task is None:
+        return nullcontext()
+    return engine.home.repo_lock(task.repo, wait_s=REAP_LOCK_WAIT_S)
+
+
 def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
     killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
     db = engine.db
-    with db.transaction():
+    with _merge_fence(engine, job), db.transaction():
         fresh = jobs.get(db, job.id)
         if fresh is None or fresh.status != JobStatus.RUNNING or fresh.run_id != job.run_id \
                 or fresh.pid != job.pid:
