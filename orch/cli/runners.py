@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -28,7 +30,10 @@ def test_run(
         "--task", metavar="ID", help="Test this task's worktree with its repo's `test` "
         "section, as the pipeline's testing stage does.")] = None,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print the report's front matter as one JSON object.")] = False,
+        "--json", help="Print the report's front matter as one JSON object (the live "
+        "output goes to stderr then).")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Do not show the test command's output as it comes.")] = False,
 ) -> None:
     """Run the tests as the pipeline's testing stage does: exit 0 PASS, 1 FAIL, 75 DEFER.
 
@@ -41,9 +46,10 @@ def test_run(
 
     obj: AppContext = ctx.obj
     settings = obj.settings if task is not None else obj.settings_if_home()
+    echo = None if quiet else _live_echo(sys.stderr if as_json else sys.stdout)
     result = run_test_run(settings, TestRunRequest(path=path, target=target,
                                                        timeout_s=timeout, report=report,
-                                                       task_id=task))
+                                                       task_id=task), echo=echo)
     if as_json:
         from orch.cli.render import emit_json
 
@@ -55,6 +61,23 @@ def test_run(
         testrun_summary(result.outcome.meta, result.outcome.body, workdir=plan.workdir,
                          source=plan.source, report=plan.report)
     raise typer.Exit(result.exit_status)
+
+
+def _live_echo(stream: TextIO) -> Callable[[bytes], None]:
+    """Copy the tests' output to STREAM as it comes (bytes as they are where STREAM has
+    a byte buffer; decoded with replacement where it has none)."""
+    target = getattr(stream, "buffer", None)
+
+    def echo(chunk: bytes) -> None:
+        stream.flush()  # what was written as text goes first
+        if target is None:
+            stream.write(chunk.decode(errors="replace"))
+            stream.flush()
+            return
+        target.write(chunk)
+        target.flush()
+
+    return echo
 
 
 def doctor(

@@ -74,8 +74,10 @@ class GroupRun:
 class _Output:
     """The child's two pipes: read without blocking, kept as bounded tails, copied to the log."""
 
-    def __init__(self, log: IO[bytes] | None) -> None:
+    def __init__(self, log: IO[bytes] | None,
+                 echo: Callable[[bytes], None] | None = None) -> None:
         self.log = log
+        self.echo = echo
         self.output = bytearray()
         self.stderr = bytearray()
         self.selector = selectors.DefaultSelector()
@@ -96,6 +98,11 @@ class _Output:
         if self.log is not None:
             self.log.write(data)
             self.log.flush()
+        if self.echo is not None:
+            try:
+                self.echo(data)
+            except OSError:  # the terminal or pipe we echo to went away: keep running
+                self.echo = None
         _append_bounded(self.output, data, OUTPUT_TAIL_BYTES)
         if is_stderr:
             _append_bounded(self.stderr, data, STDERR_TAIL_BYTES)
@@ -212,6 +219,7 @@ def run_in_group(
     heartbeat_interval_s: float = 10.0,
     grace_s: float = 5.0,
     mark: str | None = None,
+    echo: Callable[[bytes], None] | None = None,
 ) -> GroupRun:
     """Run `argv` in a new process group and make sure nothing of it outlives the call.
 
@@ -227,7 +235,8 @@ def run_in_group(
     With `mark` (the run's `ORCH_RUN_MARK`) the command's environment carries it,
     and after the group every process with the mark or below the leader is ended
     too (a tool's `setsid` child, a test's `start_new_session=True` server); what
-    could not be ended is summarised in `leftover`.
+    could not be ended is summarised in `leftover`. `echo(chunk)` gets the output
+    as it is read (`orch test-run` shows it live); an OSError from it stops the echo.
     """
     clock = time.monotonic()
     if mark is not None:
@@ -235,7 +244,7 @@ def run_in_group(
 
         env = marked_env(os.environ if env is None else env, mark)
     log = _open_log(log_path)
-    out = _Output(log)
+    out = _Output(log, echo)
     try:
         try:
             proc = _start(argv, cwd, env, with_stdin=stdin_text is not None)

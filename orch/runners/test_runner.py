@@ -13,16 +13,29 @@ The front matter of `13-test-report.md`:
   killed by signal N, e.g. at a timeout), or null when it could not start. A
   smoke failure keeps the test command's exit code (0): `reason` says why the
   result is FAIL;
-- `reason`: passed, tests-failed, no-tests, timeout, tool-error, smoke-failed,
-  or command-failed (a non-pytest command that exited non-zero);
+- `reason`: passed, tests-failed, no-tests, collection-error, timeout,
+  smoke-failed (FAIL: the code under test is at fault), tool-error (DEFER: the
+  tool could not judge the code), or command-failed (a non-pytest command that
+  exited non-zero);
 - `tests`: {passed, failed, errors, skipped} counted from the JUnit XML, for
-  pytest commands only (zeros when pytest wrote no XML);
+  pytest commands only (zeros when pytest wrote no XML; left out when the
+  command turns the junitxml plugin off with `-p no:junitxml`);
 - `duration_s`, `command` (the argv run, shell-quoted, without the temporary
   --junitxml option), `started_at`, `finished_at`.
+
+A pytest verdict says whose fault it is (`pytest_verdict`, the table of SPEC
+section 8): the code's (FAIL) when tests failed, none were collected, a test
+module or conftest does not import (a syntax error, an ImportError: pytest
+exits 2 or 4 then, and `-x` under pytest-xdist exits 2 after a failure), read
+from the JUnit report and from pytest's own output; the tool's (DEFER) for a
+usage error in the configured command, pytest's internal error, a signal orch
+did not send, or a command that cannot start (`No module named pytest`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -36,6 +49,7 @@ from typing import Any
 from orch.artifacts import write_document
 from orch.model import Verdict
 from orch.procs import GroupRun, run_in_group
+from orch.runners.pytest_argv import is_pytest_command, junitxml_disabled
 from orch.timeutil import now_iso
 
 OUTPUT_TAIL_LINES = 60
@@ -87,6 +101,13 @@ class TestCounts:
     skipped: int = 0
     failures: list[str] = field(default_factory=list)  # "classname::name: first line"
     problem: str | None = None  # why the XML could not be read, if it could not
+    collection_errors: int = 0  # errors pytest reports as "collection failure"
+    internal_error: bool = False  # pytest's own INTERNALERROR case (classname pytest)
+
+    @property
+    def code_faults(self) -> int:
+        """Failures and errors of the code under test (pytest's internal error apart)."""
+        return self.failed + self.errors - (1 if self.internal_error else 0)
 
     def as_meta(self) -> dict[str, int]:
         return {"passed": self.passed, "failed": self.failed, "errors": self.errors,
@@ -100,16 +121,6 @@ class _Verdict:
 
 
 # --- commands -------------------------------------------------------------------
-
-
-def is_pytest_command(argv: list[str] | tuple[str, ...]) -> bool:
-    """True for `pytest ...`, `py.test ...` or `<python*> -m pytest ...` (any path to them)."""
-    if not argv:
-        return False
-    program = Path(argv[0]).name
-    if program in ("pytest", "py.test"):
-        return True
-    return program.startswith("python") and list(argv[1:3]) == ["-m", "pytest"]
 
 
 def build_argv(settings: TestSettings, junit_path: Path | None) -> list[str]:
@@ -159,6 +170,11 @@ def _count_case(counts: TestCounts, case: ET.Element) -> None:
             counts.failed += 1
         else:
             counts.errors += 1
+            assert error is not None
+            if error.get("message") == "collection failure":
+                counts.collection_errors += 1
+            if (case.get("classname"), case.get("name")) == ("pytest", "internal"):
+                counts.internal_error = True
         counts.failures.append(_describe_case(case, failure if failure is not None else error))
     elif case.find("skipped") is not None:
         counts.skipped += 1
@@ -180,16 +196,36 @@ def _describe_case(case: ET.Element, problem: ET.Element | None) -> str:
 # --- mapping --------------------------------------------------------------------
 
 
-def pytest_verdict(run: GroupRun) -> _Verdict:
-    """SPEC section 8 for pytest: 0 PASS; 1 tests-failed; 5 no-tests; timeout FAIL; rest DEFER."""
-    if run.start_error is not None or run.exit_code is None:
-        return _Verdict(Verdict.DEFER, "tool-error")
+# What pytest prints when a test module or a conftest cannot be imported (a syntax
+# error, an ImportError), at the start of a line of its output.
+_COLLECTION_ERROR = re.compile(
+    r"^(ImportError while loading conftest |_+ ERROR collecting |ERROR collecting )"
+    r"|Interrupted: \d+ errors? during collection", re.MULTILINE)
+_NO_PYTEST = re.compile(r"^\S*: No module named pytest\s*$", re.MULTILINE)
+_TOOL_ERROR = _Verdict(Verdict.DEFER, "tool-error")
+
+
+def pytest_verdict(run: GroupRun, counts: TestCounts | None = None) -> _Verdict:
+    """SPEC section 8 for pytest: whose fault it is (see the module docstring)."""
+    code = run.exit_code
+    if run.start_error is not None or code is None:
+        return _TOOL_ERROR  # cannot start
     if run.timed_out:
         return _Verdict(Verdict.FAIL, "timeout")
-    mapping = {0: _Verdict(Verdict.PASS, "passed"),
-               1: _Verdict(Verdict.FAIL, "tests-failed"),
-               5: _Verdict(Verdict.FAIL, "no-tests")}
-    return mapping.get(run.exit_code, _Verdict(Verdict.DEFER, "tool-error"))
+    if code == 0:
+        return _Verdict(Verdict.PASS, "passed")
+    if code < 0 or code == 3:
+        return _TOOL_ERROR  # a signal orch did not send; pytest's internal error
+    if code == 1 and _NO_PYTEST.search(run.output_tail) and not (counts and counts.code_faults):
+        return _TOOL_ERROR  # the interpreter has no pytest: the command cannot start
+    if (counts is not None and counts.collection_errors) \
+            or _COLLECTION_ERROR.search(run.output_tail):
+        return _Verdict(Verdict.FAIL, "collection-error")
+    if code == 1 or (counts is not None and counts.code_faults > 0):
+        return _Verdict(Verdict.FAIL, "tests-failed")
+    if code == 5:
+        return _Verdict(Verdict.FAIL, "no-tests")
+    return _TOOL_ERROR  # a usage error (4), an interruption without failures (2), ...
 
 
 def command_verdict(run: GroupRun) -> _Verdict:
@@ -224,13 +260,14 @@ class _Runner:
     heartbeat_interval_s: float
     grace_s: float
     mark: str | None = None
+    echo: Callable[[bytes], None] | None = None
 
     def run(self, argv: list[str]) -> GroupRun:
         return run_in_group(argv, cwd=self.workdir, env=self.env, timeout_s=self.timeout_s,
                             log_path=self.log_path, on_start=self.on_start,
                             heartbeat=self.heartbeat,
                             heartbeat_interval_s=self.heartbeat_interval_s,
-                            grace_s=self.grace_s, mark=self.mark)
+                            grace_s=self.grace_s, mark=self.mark, echo=self.echo)
 
 
 def run_tests(
@@ -245,8 +282,13 @@ def run_tests(
     heartbeat_interval_s: float = 10.0,
     grace_s: float = 5.0,
     mark: str | None = None,
+    echo: Callable[[bytes], None] | None = None,
 ) -> TestOutcome:
     """Run the test command (then the smoke commands after a PASS) and judge it.
+
+    `echo` gets the commands' output as it comes (`orch test-run` shows it live).
+    An exception (KeyboardInterrupt: Ctrl-C) ends the commands' whole tree and
+    propagates before any report is written.
 
     With `mark` (the run's ORCH_RUN_MARK) every command carries it and nothing it
     started outlives it, even a server a test started in its own session.
@@ -258,10 +300,12 @@ def run_tests(
     atomically to `report_path` when given, and returned either way.
     """
     runner = _Runner(workdir, env, settings.timeout_s, log_path, on_start, heartbeat,
-                     heartbeat_interval_s, grace_s, mark)
+                     heartbeat_interval_s, grace_s, mark, echo)
     started_at, clock = now_iso(), time.monotonic()
     pytest = is_pytest_command(settings.command)
-    junit_dir = Path(tempfile.mkdtemp(prefix="orch-junit-")) if pytest else None
+    counted = pytest and not junitxml_disabled(settings.command,
+                                               os.environ if env is None else env)
+    junit_dir = Path(tempfile.mkdtemp(prefix="orch-junit-")) if counted else None
     try:
         junit = junit_dir / "junit.xml" if junit_dir is not None else None
         run = runner.run(build_argv(settings, junit))
@@ -269,7 +313,7 @@ def run_tests(
     finally:
         if junit_dir is not None:
             shutil.rmtree(junit_dir, ignore_errors=True)
-    decision = pytest_verdict(run) if pytest else command_verdict(run)
+    decision = pytest_verdict(run, counts) if pytest else command_verdict(run)
     smoke_runs: list[tuple[tuple[str, ...], GroupRun]] = []
     if decision.verdict is Verdict.PASS:
         decision = _run_smoke(runner, settings.smoke, smoke_runs) or decision

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,11 +100,51 @@ def test_pass_with_the_defaults_needs_no_home(tmp_path: Path, nohome: Path,
 def test_human_output_of_a_pass(tmp_path: Path, nohome: Path, cli: Callable[..., CliResult],
                                 python_on_path: None) -> None:
     tree = project(tmp_path / "app", PASSING)
-    code, out, err = cli(nohome, "test-run", str(tree))
+    code, out, err = cli(nohome, "test-run", str(tree), "--quiet")
     assert code == 0, err
     first = out.splitlines()[0]
     assert first.startswith("PASS (passed): python -m pytest -q, exit 0")
     assert "2 passed" in first and "defaults" in out and "report:" not in out
+
+
+def test_the_output_is_shown_as_it_comes_on_stderr_with_json(
+        tmp_path: Path, nohome: Path, cli: Callable[..., CliResult],
+        python_on_path: None) -> None:
+    tree = project(tmp_path / "app", PASSING)
+    code, out, _ = cli(nohome, "test-run", str(tree))
+    assert code == 0 and out.startswith("..") and "2 passed in" in out
+    assert out.index("2 passed in") < out.index("PASS (passed)")  # live, then the summary
+    code, out, err = cli(nohome, "test-run", str(tree), "--json")
+    assert json.loads(out)["result"] == "PASS" and "2 passed in" in err
+
+
+@pytest.mark.parametrize(("layer", "extra", "exit_code", "reason"), [
+    ({"tests/test_syntax.py": "def test_x(:\n"}, (), 2, "collection-error"),
+    ({"conftest.py": "import no_such_module_here\n"}, (), 4, "collection-error"),
+    ({"tests/test_many.py": "".join(f"def test_{i}(): assert {i} != 2\n" for i in range(9))},
+     ("-p", "xdist", "-n", "2", "-x"), 2, "tests-failed"),
+])
+def test_the_codes_faults_go_back_to_development(
+        tmp_path: Path, nohome: Path, cli: Callable[..., CliResult], python_on_path: None,
+        layer: dict[str, str], extra: tuple[str, ...], exit_code: int, reason: str) -> None:
+    tree = project(tmp_path / "app", PASSING, layer)
+    (tree / "pytest.ini").write_text("[pytest]\naddopts = " + " ".join(extra) + "\n")
+    code, meta = json_run(cli, nohome, str(tree))
+    assert (code, meta["reason"]) == (1, reason), meta
+    assert meta["exit_code"] in ((1, 2) if extra else (exit_code,))
+
+
+def test_no_junitxml_in_the_command_is_respected(
+        tmp_path: Path, cli: Callable[..., CliResult], git_repo: Callable[..., Path]) -> None:
+    repo = project(git_repo("app"), PASSING)
+    home = tmp_path / "home"
+    assert cli(home, "init", "--repo", f"app={repo}")[0] == 0
+    config = yaml.safe_load((home / "orch.yaml").read_text())
+    config["repos"]["app"]["test"] = {"command": [sys.executable, "-m", "pytest", "-q",
+                                                  "-p", "no:junitxml"]}
+    (home / "orch.yaml").write_text(yaml.safe_dump(config))
+    code, meta = json_run(cli, home, str(repo))
+    assert (code, meta["reason"]) == (0, "passed") and "tests" not in meta
 
 
 def test_the_current_directory_is_the_default_path(tmp_path: Path, nohome: Path,
@@ -131,7 +173,7 @@ def test_human_output_of_a_fail_shows_the_failing_tests(
         tmp_path: Path, nohome: Path, cli: Callable[..., CliResult],
         python_on_path: None) -> None:
     tree = project(tmp_path / "app", FAILING)
-    code, out, _ = cli(nohome, "test-run", str(tree))
+    code, out, _ = cli(nohome, "test-run", str(tree), "-q")
     assert code == 1
     assert out.startswith("FAIL (tests-failed)")
     assert "## Failing tests" in out and "test_sum" in out and "## Output" in out
@@ -311,3 +353,69 @@ def test_the_console_script_exit_status_and_json(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (/proc, not a signal: no pid reuse races)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_for(path: Path, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def _own_session_test(pid_file: Path, *, hang: bool) -> dict[str, str]:
+    """A test that starts a server in its own session (start_new_session=True)."""
+    return {"tests/test_srv.py": (
+        "import subprocess, time\n"
+        "def test_starts_a_server():\n"
+        "    server = subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(server.pid))\n"
+        + ("    time.sleep(600)\n" if hang else ""))}
+
+
+def _console_env(tmp_path: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ORCH_")}
+    env.update(PATH=f"{python_bin(tmp_path)}{os.pathsep}{env['PATH']}",
+               ORCH_HOME=str(tmp_path / "none"), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    return env
+
+
+@pytest.mark.parametrize("ending", ["exit", "timeout"])
+def test_a_server_started_in_its_own_session_does_not_outlive_test_run(
+        tmp_path: Path, ending: str) -> None:
+    pid_file = tmp_path / "server.pid"
+    tree = project(tmp_path / "app", _own_session_test(pid_file, hang=ending == "timeout"))
+    done = subprocess.run([orch_script(), "test-run", str(tree), "--timeout", "5", "-q"],
+                          env=_console_env(tmp_path), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == (0 if ending == "exit" else 1), done.stdout + done.stderr
+    assert _gone(int(pid_file.read_text()))
+
+
+def test_ctrl_c_stops_the_tree_writes_no_verdict_and_exits_130(tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    tree = project(tmp_path / "app", _own_session_test(pid_file, hang=True))
+    report = tmp_path / "report.md"
+    proc = subprocess.Popen([orch_script(), "test-run", str(tree), "--report", str(report)],
+                            env=_console_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        server = int(_wait_for(pid_file))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert _gone(server) and not report.exists()

@@ -10,6 +10,8 @@ import pytest
 
 from orch import procs
 from orch.artifacts import TEST_REPORT_FILE, read_document
+from orch.procs.marks import adhoc_mark
+from orch.runners.pytest_argv import junitxml_disabled
 from orch.runners.test_runner import (
     TestSettings,
     is_pytest_command,
@@ -32,12 +34,13 @@ def project(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def run(workdir: Path, **settings) -> tuple[dict, str]:
+def run(workdir: Path, mark: str | None = None, **settings) -> tuple[dict, str]:
     """Run the tests with the report written, check it is consistent, return (meta, body)."""
     settings.setdefault("command", PYTEST)
     settings.setdefault("timeout_s", 60)
     report = workdir.parent / f"{workdir.name}-report" / TEST_REPORT_FILE
-    outcome = run_tests(workdir, TestSettings(**settings), report_path=report, grace_s=0.5)
+    outcome = run_tests(workdir, TestSettings(**settings), report_path=report, grace_s=0.5,
+                        mark=mark)
     document = read_document(report)
     assert document.meta == outcome.meta
     assert document.body.rstrip("\n") == outcome.body.rstrip("\n")
@@ -119,23 +122,96 @@ def test_a_usage_error_is_a_tool_error(tmp_path):
     assert (meta["result"], meta["reason"], meta["exit_code"]) == ("DEFER", "tool-error", 4)
 
 
-def test_a_conftest_that_raises_at_import(tmp_path):
+def test_a_conftest_that_raises_at_import_is_the_codes_fault(tmp_path):
     workdir = project(tmp_path / "repo", {
         **PASSING, "conftest.py": "raise RuntimeError('boom in conftest')\n"})
     meta, body = run(workdir)
-    # pytest reports a broken conftest as a usage error: exit 4, which SPEC maps to DEFER.
+    # pytest exits 4 ("ImportError while loading conftest"): the developer broke the code
     assert meta["exit_code"] == 4
-    assert (meta["result"], meta["reason"]) == ("DEFER", "tool-error")
+    assert (meta["result"], meta["reason"]) == ("FAIL", "collection-error")
     assert "boom in conftest" in body
 
 
-def test_a_collection_error_is_exit_2_and_a_tool_error(tmp_path):
+def test_a_conftest_with_an_import_error_is_the_codes_fault(tmp_path):
+    workdir = project(tmp_path / "repo", {**PASSING, "conftest.py": "import no_such_module_x\n"})
+    meta, _ = run(workdir)
+    assert (meta["result"], meta["reason"], meta["exit_code"]) == ("FAIL", "collection-error", 4)
+
+
+def test_a_syntax_error_in_a_test_module_is_exit_2_and_the_codes_fault(tmp_path):
     workdir = project(tmp_path / "repo", {**PASSING, "tests/test_syntax.py": "def test_x(:\n"})
     meta, body = run(workdir)
     assert meta["exit_code"] == 2
-    assert (meta["result"], meta["reason"]) == ("DEFER", "tool-error")
+    assert (meta["result"], meta["reason"]) == ("FAIL", "collection-error")
     assert meta["tests"]["errors"] == 1
     assert "test_syntax (error): collection failure" in body
+
+
+def test_a_syntax_error_is_the_codes_fault_without_junit_too(tmp_path):
+    workdir = project(tmp_path / "repo", {**PASSING, "tests/test_syntax.py": "def test_x(:\n"})
+    meta, _ = run(workdir, command=(*PYTEST, "-p", "no:junitxml"))
+    assert (meta["result"], meta["reason"], meta["exit_code"]) == ("FAIL", "collection-error", 2)
+    assert "tests" not in meta
+
+
+def test_x_under_xdist_after_a_failure_is_the_codes_fault(tmp_path):
+    pytest.importorskip("xdist", reason="pip install -e '.[test]' (pytest-xdist)")
+    workdir = project(tmp_path / "repo", {
+        "test_many.py": "".join(f"def test_{i}(): assert {i} != 3\n" for i in range(12))})
+    meta, _ = run(workdir, command=(*PYTEST, "-n", "2", "-x"))
+    assert meta["exit_code"] in (1, 2)  # 2: xdist's -x stops the workers (an interruption)
+    assert (meta["result"], meta["reason"]) == ("FAIL", "tests-failed")
+    assert meta["tests"]["failed"] >= 1
+
+
+def test_no_junitxml_is_respected(tmp_path):
+    workdir = project(tmp_path / "repo", PASSING)
+    meta, _ = run(workdir, command=(*PYTEST, "-p", "no:junitxml"))
+    assert (meta["result"], meta["reason"], meta["exit_code"]) == ("PASS", "passed", 0)
+    assert "tests" not in meta and "junitxml" not in meta["command"].replace("no:junitxml", "")
+    failing = project(tmp_path / "bad", {"test_bad.py": "def test_x(): assert 0\n"})
+    meta, _ = run(failing, command=(*PYTEST, "-pno:junitxml"))
+    assert (meta["result"], meta["reason"], meta["exit_code"]) == ("FAIL", "tests-failed", 1)
+
+
+def test_an_interpreter_without_pytest_defers(tmp_path):
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    import venv
+
+    venv.create(tmp_path / "venv", with_pip=False)
+    workdir = project(tmp_path / "repo", PASSING)
+    meta, body = run(workdir, command=(str(venv_python), "-I", "-m", "pytest", "-q"))
+    assert (meta["result"], meta["reason"], meta["exit_code"]) == ("DEFER", "tool-error", 1)
+    assert "No module named pytest" in body
+
+
+def test_a_server_a_test_starts_in_its_own_session_does_not_outlive_the_run(tmp_path):
+    pid_file = tmp_path / "server.pid"
+    workdir = project(tmp_path / "repo", {
+        "test_srv.py": (
+            "import subprocess\n"
+            "def test_starts_a_server():\n"
+            "    server = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+            f"    open({str(pid_file)!r}, 'w').write(str(server.pid))\n"
+        ),
+    })
+    meta, _ = run(workdir, mark=adhoc_mark())  # orch test-run's and every run's
+    assert meta["result"] == "PASS"
+    server = int(pid_file.read_text())
+    assert not Path(f"/proc/{server}").exists() or \
+        Path(f"/proc/{server}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_live_output_comes_while_the_tests_run(tmp_path):
+    workdir = project(tmp_path / "repo", {
+        "test_slow.py": "import time\ndef test_a(): pass\ndef test_b(): time.sleep(3)\n"})
+    seen: list[tuple[float, bytes]] = []
+    started = time.monotonic()
+    run_tests(workdir, TestSettings(command=(sys.executable, "-m", "pytest", "-v")),
+              report_path=None,
+              echo=lambda chunk: seen.append((time.monotonic() - started, chunk)))
+    first_pass = next(at for at, chunk in seen if b"PASSED" in chunk)  # test_a's
+    assert first_pass < seen[-1][0] - 2.0  # shown before the slow test ended
 
 
 def test_a_hanging_test_times_out_and_its_grandchild_dies(tmp_path):
@@ -235,6 +311,14 @@ def test_without_a_report_path_and_with_callbacks(tmp_path):
 
 
 def test_is_pytest_command():
+    assert is_pytest_command(["python3", "-X", "dev", "-W", "error", "-m", "pytest"])
+    assert is_pytest_command(["python", "-I", "-mpytest"])
+    assert is_pytest_command(["uv", "run", "pytest", "-q"])
+    assert is_pytest_command(["uv", "run", "--frozen", "--with", "pytest-xdist", "python",
+                              "-m", "pytest"])
+    assert is_pytest_command(["uv", "run", "-m", "pytest"])
+    assert not is_pytest_command(["uv", "run", "python", "manage.py", "test"])
+    assert not is_pytest_command(["python", "-c", "import pytest"])
     assert is_pytest_command(["pytest", "-q"])
     assert is_pytest_command(["/venv/bin/py.test"])
     assert is_pytest_command(["python", "-m", "pytest"])
@@ -244,6 +328,14 @@ def test_is_pytest_command():
     assert not is_pytest_command(["make", "test"])
     assert not is_pytest_command(["python", "pytest"])
     assert not is_pytest_command([])
+
+
+def test_junitxml_disabled_in_argv_or_addopts():
+    assert junitxml_disabled(["pytest", "-p", "no:junitxml"])
+    assert junitxml_disabled(["uv", "run", "pytest", "-pno:junitxml"])
+    assert junitxml_disabled(["pytest"], {"PYTEST_ADDOPTS": "-q -p no:junitxml"})
+    assert not junitxml_disabled(["pytest", "-p", "no:cacheprovider"])
+    assert not junitxml_disabled(["pytest"], {"PYTEST_ADDOPTS": "'unbalanced"})
 
 
 def test_parse_junit_testsuite_root_and_bad_files(tmp_path):

@@ -14,6 +14,7 @@ pipeline give the same verdict for the same tree:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,13 @@ def _with_overrides(plan: TestRunPlan, request: TestRunRequest) -> TestRunPlan:
     return TestRunPlan(plan.workdir, settings, plan.source, plan.report, plan.use_home_env)
 
 
-def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
-    """Plan the run, run the tests (then the smoke commands), write the report if asked."""
+def run_test_run(settings: Settings, request: TestRunRequest,
+                 echo: Callable[[bytes], None] | None = None) -> TestRunResult:
+    """Plan the run, run the tests (then the smoke commands), write the report if asked.
+
+    `echo` gets the output as it comes. Ctrl-C (KeyboardInterrupt) ends the tests'
+    whole tree and propagates: no report is written.
+    """
     from orch.agents import run_environment
     from orch.procs.marks import adhoc_mark
     from orch.runners.test_runner import run_tests
@@ -180,7 +186,7 @@ def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
     env = run_environment(settings, {}) if plan.use_home_env else None
     # a mark of its own (it is no run of a home): nothing the tests start outlives them
     outcome = run_tests(plan.workdir, plan.settings, report_path=None, env=env,
-                        grace_s=settings.cancel_grace_s, mark=adhoc_mark())
+                        grace_s=settings.cancel_grace_s, mark=adhoc_mark(), echo=echo)
     if plan.report is not None:
         _write_report(plan.report, outcome)
     return TestRunResult(plan, outcome)
