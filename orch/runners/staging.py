@@ -71,15 +71,23 @@ SUMMARY_BY_OUTCOME: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Signature:
-    """One known message of OpenSSH, Docker or a shell, and what it means."""
+    """One message format of OpenSSH or Docker themselves, and what it means.
+
+    A pattern matches at the start of a line only (case-insensitively): the
+    channel's own messages begin a line of stderr (`ssh: ...`,
+    `user@host: Permission denied (publickey)`, `Error response from daemon: ...`),
+    while a check that prints Python's `ConnectionRefusedError: [Errno 111]
+    Connection refused` because its application never came up has FAILED.
+    """
 
     pattern: str
     outcome: str
     why: str
 
     def find(self, text: str) -> str | None:
-        """The stripped line of text where this signature appears, or None."""
-        match = re.search(self.pattern, text, re.IGNORECASE)
+        """The stripped line of text that starts with this signature, or None."""
+        match = re.search(r"^[ \t]*(?:" + self.pattern + ")", text,
+                          re.IGNORECASE | re.MULTILINE)
         if match is None:
             return None
         start = text.rfind("\n", 0, match.start()) + 1
@@ -87,64 +95,61 @@ class Signature:
         return text[start : end if end >= 0 else len(text)].strip()
 
 
-# Matched against stderr, case-insensitively; the permanent ones are tried
-# first, so they win when both kinds appear. Patterns are regexes, most of
-# them plain phrases taken from the real messages (shown in `why`).
+_SSH_CONNECT = r"ssh: connect to host [^\n]*: "
+_DOCKER = r"(?:docker: )?"
+
+# Matched at the start of a line of stderr, for exit 1 and 255 only; the
+# permanent ones are tried first, so they win when both kinds appear. The real
+# messages are shown in `why`.
 PERMANENT_SIGNATURES: tuple[Signature, ...] = (
-    Signature(r"permission denied \(publickey", PERMANENT_ENV,
+    Signature(r"(?:\S+: )?permission denied \(publickey", PERMANENT_ENV,
               "ssh: user@host: Permission denied (publickey)."),
     Signature(r"host key verification failed", PERMANENT_ENV,
               "ssh: Host key verification failed."),
     # A DNS outage ("Temporary failure in name resolution") is transient; an
     # unknown name ("Name or service not known") is not.
-    Signature(r"could not resolve hostname(?![^\n]*temporary failure)", PERMANENT_ENV,
+    Signature(r"ssh: could not resolve hostname(?![^\n]*temporary failure)", PERMANENT_ENV,
               "ssh: Could not resolve hostname x: Name or service not known"),
-    Signature(r"no such container", PERMANENT_ENV,
+    Signature(_DOCKER + r"error response from daemon: no such container", PERMANENT_ENV,
               "Error response from daemon: No such container: x"),
-    Signature(r"executable file not found", PERMANENT_ENV,
+    Signature(_DOCKER + r"error response from daemon: container \S+ is (?:not running|paused)",
+              PERMANENT_ENV, "Error response from daemon: Container abc is not running"),
+    Signature(r"oci runtime exec failed[^\n]*executable file not found", PERMANENT_ENV,
               'OCI runtime exec failed: ... exec: "x": executable file not found in $PATH'),
-    # Only the runtime's own message: a check's own FileNotFoundError is a FAIL.
     Signature(r"oci runtime exec failed[^\n]*no such file or directory", PERMANENT_ENV,
               "OCI runtime exec failed: ... stat /x: no such file or directory: unknown"),
-    Signature(r"command not found", PERMANENT_ENV,
-              "bash: line 1: docker: command not found"),
-    Signature(r"container [^\s]+ is (not running|paused)", PERMANENT_ENV,
-              "Error response from daemon: Container abc is not running"),
-    Signature(r"permission denied while trying to connect to the docker daemon", PERMANENT_ENV,
+    Signature(r"(?:got )?permission denied while trying to connect to the docker daemon",
+              PERMANENT_ENV,
               "permission denied while trying to connect to the Docker daemon socket at ..."),
 )
 
 TRANSIENT_SIGNATURES: tuple[Signature, ...] = (
-    Signature(r"connection refused", TRANSIENT_INFRA,
+    Signature(_SSH_CONNECT + r"connection refused", TRANSIENT_INFRA,
               "ssh: connect to host x port 22: Connection refused"),
-    Signature(r"connection reset", TRANSIENT_INFRA,
-              "Connection reset by 10.0.0.5 port 22"),
-    Signature(r"connection timed out", TRANSIENT_INFRA,
+    Signature(_SSH_CONNECT + r"(?:connection|operation) timed out", TRANSIENT_INFRA,
               "ssh: connect to host x port 22: Connection timed out"),
-    Signature(r"operation timed out", TRANSIENT_INFRA,
-              "ssh: connect to host x port 22: Operation timed out"),
-    Signature(r"connection closed by", TRANSIENT_INFRA,
-              "Connection closed by 10.0.0.5 port 22"),
-    Signature(r"kex_exchange_identification", TRANSIENT_INFRA,
-              "kex_exchange_identification: read: Connection reset by peer"),
-    Signature(r"network is unreachable", TRANSIENT_INFRA,
-              "ssh: connect to host x port 22: Network is unreachable"),
-    Signature(r"no route to host", TRANSIENT_INFRA,
+    Signature(_SSH_CONNECT + r"(?:network is unreachable|no route to host)", TRANSIENT_INFRA,
               "ssh: connect to host x port 22: No route to host"),
-    Signature(r"temporary failure in name resolution", TRANSIENT_INFRA,
+    Signature(r"ssh: could not resolve hostname [^\n]*temporary failure", TRANSIENT_INFRA,
               "ssh: Could not resolve hostname x: Temporary failure in name resolution"),
+    Signature(r"connection (?:reset|closed) by ", TRANSIENT_INFRA,
+              "Connection reset by 10.0.0.5 port 22"),
+    Signature(r"(?:kex|ssh)_exchange_identification: ", TRANSIENT_INFRA,
+              "kex_exchange_identification: read: Connection reset by peer"),
+    Signature(r"connection timed out during banner exchange", TRANSIENT_INFRA,
+              "Connection timed out during banner exchange"),
     Signature(r"connection to [^\n]* closed by remote host", TRANSIENT_INFRA,
               "Connection to staging.internal closed by remote host."),
     Signature(r"client_loop: send disconnect", TRANSIENT_INFRA,
               "client_loop: send disconnect: Broken pipe"),
-    Signature(r"packet_write_wait", TRANSIENT_INFRA,
+    Signature(r"packet_write_wait: ", TRANSIENT_INFRA,
               "packet_write_wait: Connection to 10.0.0.5 port 22: Broken pipe"),
     Signature(r"timeout, server [^\n]* not responding", TRANSIENT_INFRA,
               "Timeout, server staging.internal not responding."),
-    Signature(r"cannot connect to the docker daemon", TRANSIENT_INFRA,
+    Signature(_DOCKER + r"cannot connect to the docker daemon", TRANSIENT_INFRA,
               "Cannot connect to the Docker daemon at unix:///var/run/docker.sock."
               " Is the docker daemon running?"),
-    Signature(r"error response from daemon", TRANSIENT_INFRA,
+    Signature(_DOCKER + r"error response from daemon", TRANSIENT_INFRA,
               "Error response from daemon: ... (any other daemon error)"),
 )
 
@@ -153,6 +158,8 @@ SIGNATURES: tuple[Signature, ...] = PERMANENT_SIGNATURES + TRANSIENT_SIGNATURES
 # Exit statuses that mean something without any stderr text.
 COMMAND_CANNOT_RUN = (126, 127)  # POSIX shells and docker exec: not executable / not found
 SSH_FAILURE = 255  # ssh's own failure (the remote command's status otherwise)
+SCANNED = (1, SSH_FAILURE)  # docker's and ssh's own failures: only these are scanned
+REMOTE_STOP_TIMEOUT_S = 30.0  # the second ssh that stops a timed-out check on the host
 
 
 @dataclass(frozen=True)
@@ -164,11 +171,13 @@ class StagingSettings:
     host: str | None = None
     timeout_s: float = 600
     transient_retries: int = 3
+    ssh_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A backstop behind config validation: a leading '-' would be read as
         # an option by ssh or docker, so it is never passed on.
         object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "ssh_options", tuple(self.ssh_options))
         if not self.container or self.container.startswith("-"):
             raise ValueError(f"staging container {self.container!r} is not a container name")
         if self.host is not None and (not self.host or self.host.startswith("-")):
@@ -214,16 +223,58 @@ def build_staging_argv(
 ) -> list[str]:
     """The argv of one staging attempt.
 
-    Over ssh: `ssh -o BatchMode=yes -o ConnectTimeout=10 HOST -- REMOTE`, where
-    REMOTE is the POSIX-quoted join of `docker exec CONTAINER COMMAND...`, so
-    the host's shell splits it back into exactly that argv. Otherwise
-    `docker exec CONTAINER COMMAND...` on this machine.
+    Over ssh: `ssh -o BatchMode=yes -o ConnectTimeout=10 [SSH_OPTIONS...] HOST --
+    REMOTE`, where REMOTE is the POSIX-quoted join of `docker exec CONTAINER
+    COMMAND...`, so the host's shell splits it back into exactly that argv.
+    Otherwise `docker exec CONTAINER COMMAND...` on this machine.
     """
-    docker = ["docker", "exec", settings.container, *substitute(settings.command, values)]
+    docker = docker_argv(settings, values)
     if not runs_over_ssh(settings, exec_host_side=exec_host_side):
         return docker
+    return _ssh(settings, shlex.join(docker))
+
+
+def docker_argv(settings: StagingSettings, values: Mapping[str, str]) -> list[str]:
+    """`docker exec CONTAINER COMMAND...` with the placeholders replaced."""
+    return ["docker", "exec", settings.container, *substitute(settings.command, values)]
+
+
+def _ssh(settings: StagingSettings, remote: str) -> list[str]:
     assert settings.host is not None
-    return ["ssh", *SSH_OPTIONS, settings.host, "--", shlex.join(docker)]
+    return ["ssh", *SSH_OPTIONS, *settings.ssh_options, settings.host, "--", remote]
+
+
+def remote_stop_argv(settings: StagingSettings, docker: Sequence[str]) -> list[str]:
+    """The second ssh that stops a timed-out check on the staging host.
+
+    Killing the local ssh leaves the remote command running (no pty: nothing sends
+    it SIGHUP), so orch logs in again and runs `pkill -f` (procps or busybox on the
+    host) for the processes whose command line ends with exactly DOCKER: SIGTERM,
+    then SIGKILL two seconds later. The pattern starts with `[d]ocker` so that it
+    never matches the shell running it. The process inside the container is the
+    container's business: `docker exec` does not pass signals on (put `timeout`
+    from coreutils in front of the check command to bound it there).
+    """
+    pattern = "[d]" + _ere_escape(" ".join(docker).rstrip(" "))[1:] + "$"
+    quoted = shlex.quote(pattern)
+    script = (f"pkill -TERM -f -- {quoted}; sleep 2; pkill -KILL -f -- {quoted}; exit 0")
+    return _ssh(settings, script)
+
+
+def _ere_escape(text: str) -> str:
+    """TEXT as a POSIX extended regular expression that matches it as pkill sees a
+    command line: literally, except that a control or non-ASCII character (which
+    procps may show otherwise) matches anything. pkill drops the trailing spaces
+    that empty last arguments make, so the caller strips them."""
+    parts = []
+    for char in text:
+        if not " " <= char <= "~":
+            parts.append(".*")
+        elif char in "\\.[]()*+?{}|^$":
+            parts.append("\\" + char)
+        else:
+            parts.append(char)
+    return "".join(parts)
 
 
 def match_signature(stderr: str, signatures: Sequence[Signature]) -> tuple[Signature, str] | None:
@@ -245,8 +296,9 @@ def explain_staging_outcome(
     """The outcome of one attempt and a one-line reason for the report.
 
     The order encodes the rules: a start error, a timeout, exit 0, a local
-    client killed by a signal; then permanent signatures or 126/127 (permanent
-    wins), then transient signatures or 255, and only then a failed check.
+    client killed by a signal, 126/127; any exit but 1 and 255 is a failed
+    check without a scan; for those two, the channel's permanent messages, then
+    its transient ones, then 255 alone, and only then a failed check.
     """
     if start_error is not None:
         return PERMANENT_ENV, f"cannot start the command: {start_error}"
@@ -258,11 +310,13 @@ def explain_staging_outcome(
         # Our own ssh/docker client was killed: the channel broke, not the
         # check (a remote check killed by a signal comes back as 128+n).
         return TRANSIENT_INFRA, f"the local client was killed (exit {exit_code})"
+    if exit_code in COMMAND_CANNOT_RUN:
+        return PERMANENT_ENV, f"exit {exit_code}: the command cannot be found or run"
+    if exit_code not in SCANNED:
+        return FAILED, f"exit {exit_code}: the check failed"
     permanent = match_signature(stderr, PERMANENT_SIGNATURES)
     if permanent is not None:
         return PERMANENT_ENV, f"exit {exit_code}: {permanent[1]}"
-    if exit_code in COMMAND_CANNOT_RUN:
-        return PERMANENT_ENV, f"exit {exit_code}: the command cannot be found or run"
     transient = match_signature(stderr, TRANSIENT_SIGNATURES)
     if transient is not None:
         return TRANSIENT_INFRA, f"exit {exit_code}: {transient[1]}"
@@ -281,15 +335,27 @@ def classify_staging_outcome(
     """passed, failed, permanent-env or transient-infra for one attempt (pure).
 
     A command that cannot start (ssh or docker missing here) is permanent-env;
-    a timeout is transient-infra; exit 0 passes. Any other exit is
-    disambiguated by scanning stderr for the SIGNATURES (permanent ones win);
-    without one, 126/127 are permanent-env, 255 (ssh's own failure) is
-    transient-infra and anything else is a failed check.
+    a timeout is transient-infra; exit 0 passes; 126/127 are permanent-env.
+    Exit 1 and 255 are disambiguated by the channel's own messages at the start
+    of a line of stderr (permanent ones win); without one, 255 (ssh's own
+    failure) is transient-infra. Anything else is a failed check.
     """
     outcome, _ = explain_staging_outcome(
         exit_code, stderr, timed_out=timed_out, start_error=start_error
     )
     return outcome
+
+
+def stop_on_host(settings: StagingSettings, docker: Sequence[str], *, cwd: Path,
+                 env: dict[str, str] | None) -> str:
+    """Stop a timed-out check on the staging host (`remote_stop_argv`); what happened,
+    for the report's reason."""
+    stop = run_in_group(remote_stop_argv(settings, docker), cwd=cwd, env=env,
+                        timeout_s=REMOTE_STOP_TIMEOUT_S, grace_s=1.0)
+    if stop.exit_code == 0:
+        return "stopped on the host (pkill over a second ssh)"
+    tail = stop.stderr_tail.strip().splitlines()[-1:] or [stop.start_error or "no message"]
+    return f"could not stop it on the host (exit {stop.exit_code}: {tail[0][:200]})"
 
 
 def fenced(text: str) -> str:
@@ -370,6 +436,8 @@ def run_staging(
     outcome, reason = explain_staging_outcome(
         run.exit_code, run.stderr_tail, timed_out=run.timed_out, start_error=run.start_error
     )
+    if run.timed_out and runs_over_ssh(settings, exec_host_side=exec_host_side):
+        reason += "; " + stop_on_host(settings, docker_argv(settings, values), cwd=cwd, env=env)
     meta = report_meta(
         settings, exec_host_side=exec_host_side, outcome=outcome, reason=reason,
         exit_code=run.exit_code, attempt=attempt, argv=argv, duration_s=run.duration_s,

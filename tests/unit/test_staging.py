@@ -9,6 +9,7 @@ staging host's shell would, so the quoting is checked by a real shell.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from orch.runners.staging import (
     StagingSettings,
     build_staging_argv,
     classify_staging_outcome,
+    remote_stop_argv,
     run_staging,
     substitute,
 )
@@ -316,12 +318,21 @@ CLASSIFY_CASES = [
         " wait until the container is running", "transient-infra"),
     # exit 1 disambiguated, case-insensitively, permanent winning
     (1, "ssh: connect to host staging.internal port 22: Connection refused", "transient-infra"),
-    (1, "CONNECTION REFUSED", "transient-infra"),
+    (255, "SSH: CONNECT TO HOST X PORT 22: CONNECTION REFUSED", "transient-infra"),
     (1, "ERROR RESPONSE FROM DAEMON: NO SUCH CONTAINER: X", "permanent-env"),
     (255, "Connection reset by 10.0.0.5 port 22\n"
           f"{HOST}: Permission denied (publickey).", "permanent-env"),
     (1, f"{DAEMON_DOWN}\nError response from daemon: No such container: x", "permanent-env"),
     (127, "Connection reset by 10.0.0.5 port 22", "permanent-env"),
+    # words the check itself printed are no channel message: the check FAILED
+    (1, "ConnectionRefusedError: [Errno 111] Connection refused", "failed"),
+    (1, "requests.exceptions.ConnectionError: ... Connection refused", "failed"),
+    (1, "app: upstream said: Error response from daemon: no such container", "failed"),
+    (1, "CONNECTION REFUSED", "failed"),
+    # only exit 1 and 255 are scanned
+    (3, "ssh: connect to host staging.internal port 22: Connection refused", "failed"),
+    (2, f"{HOST}: Permission denied (publickey).", "failed"),
+    (125, DAEMON_DOWN, "failed"),
     # the local client killed by a signal, not by our timeout
     (-9, "", "transient-infra"),
 ]
@@ -477,3 +488,26 @@ def test_run_staging_calls_on_start_and_logs(fakes: Path, tmp_path: Path) -> Non
                 on_start=lambda pgid, ticks: started.append((pgid, ticks)))
     assert len(started) == 1 and started[0][0] > 0
     assert "boom" in log.read_text()
+
+
+def test_argv_carries_the_ssh_options_before_the_host() -> None:
+    settings = StagingSettings(container=CONTAINER, command=("true",), host=HOST,
+                               ssh_options=("-p", "2222", "-F", "/etc/orch/ssh_config"))
+    assert build_staging_argv(settings, exec_host_side=True, values=VALUES) == [
+        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", "2222", "-F",
+        "/etc/orch/ssh_config", HOST, "--", "docker exec myapp-staging true"]
+
+
+def test_the_remote_stop_matches_exactly_the_check_and_not_itself() -> None:
+    settings = StagingSettings(container=CONTAINER, command=("python", "c.py", "a.b", "$(x)"),
+                               host=HOST, ssh_options=("-p", "2222"))
+    docker = ["docker", "exec", CONTAINER, "python", "c.py", "a.b", "$(x)"]
+    argv = remote_stop_argv(settings, docker)
+    assert argv[:9] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", "2222",
+                        HOST, "--"]
+    words = shlex.split(argv[-1].replace(";", " ; "))
+    pattern = words[words.index("--") + 1]
+    assert pattern == r"[d]ocker exec myapp-staging python c\.py a\.b \$\(x\)$"
+    assert re.search(pattern, "/usr/bin/python3 /srv/bin/" + " ".join(docker))
+    assert not re.search(pattern, argv[-1])  # the stopping shell's own command line
+    assert not re.search(pattern, " ".join(docker) + " --more")

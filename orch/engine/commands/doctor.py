@@ -352,11 +352,11 @@ def _check_staging(settings: Settings, pipeline: Pipeline, env: dict[str, str],
             add(staging_check(repo, settings.flags.staging_runner_exec_host_side, env))
 
 
-def ssh_probe_argv(host: str) -> list[str]:
-    """`ssh -o BatchMode=yes -o ConnectTimeout=10 HOST true`."""
+def ssh_probe_argv(host: str, options: tuple[str, ...] = ()) -> list[str]:
+    """`ssh -o BatchMode=yes -o ConnectTimeout=10 [SSH_OPTIONS...] HOST true`."""
     from orch.runners.staging import SSH_OPTIONS
 
-    return ["ssh", *SSH_OPTIONS, host, "true"]
+    return ["ssh", *SSH_OPTIONS, *options, host, "true"]
 
 
 def staging_check(repo: RepoConfig, exec_host_side: bool, env: dict[str, str]) -> Check:
@@ -369,7 +369,7 @@ def staging_check(repo: RepoConfig, exec_host_side: bool, env: dict[str, str]) -
     if not (staging.host and exec_host_side):
         return _program_check(name, "docker", env,
                               f"staging runs `docker exec {staging.container}` here")
-    run = run_in_group(ssh_probe_argv(staging.host), cwd=Path("/"), env=env,
+    run = run_in_group(ssh_probe_argv(staging.host, staging.ssh_options), cwd=Path("/"), env=env,
                        timeout_s=PROBE_TIMEOUT_S, grace_s=1.0)
     if run.exit_code == 0 and not run.timed_out:
         return Check(name, OK, f"ssh {staging.host}: reachable")

@@ -67,7 +67,8 @@ def _staging(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Pat
               "task_id": str(task.id)}
     result = run_staging(
         StagingSettings(container=config.container, command=config.command, host=config.host,
-                        timeout_s=config.timeout_s, transient_retries=config.transient_retries),
+                        timeout_s=config.timeout_s, transient_retries=config.transient_retries,
+                        ssh_options=config.ssh_options),
         exec_host_side=engine.settings.flags.staging_runner_exec_host_side, values=values,
         cwd=worktree, attempt=runs.count_for_job(engine.db, job.id),
         report_path=engine.home.artifacts(task.id) / STAGING_REPORT_FILE,
