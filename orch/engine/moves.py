@@ -190,21 +190,30 @@ def _defer(engine: Engine, task: Task, job: Job, move: Move, reason: str) -> Non
                   f"{wait} s: {reason}", task_id=task.id, job_id=job.id)
 
 
-def hold(engine: Engine, task: Task, job: Job | None, reason: str, kind: HoldKind) -> None:
+def hold(engine: Engine, task: Task, job: Job | None, reason: str, kind: HoldKind) -> bool:
     """The task waits for `orch retry` (a day-budget hold lifts itself); its job is
-    judged HOLD. The hold's kind is stored as data beside the reason for people."""
+    judged HOLD. The hold's kind is stored as data beside the reason for people.
+
+    The task is read again in the same transaction: one closed meanwhile (an `orch
+    cancel` racing a budget check or the reaper) stays closed, and False is returned."""
     db = engine.db
-    if job is not None:
-        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            jobs.close(db, job.id, status=JobStatus.FAILED, verdict="HOLD",
-                       expect_status=(job.status,), error=reason)
-        else:
-            jobs.record_verdict(db, job.id, Verdict.HOLD)
-    tasks.update(db, task.id, state=TaskState.HELD, hold_reason=reason, hold_kind=kind)
-    stage = job.stage if job is not None else task.stage
-    _entry(engine, task.id, stage, stage, "HOLD")
-    events.record(db, "held", reason, task_id=task.id, job_id=job.id if job else None)
+    with db.transaction():
+        fresh = tasks.get(db, task.id)
+        if fresh is None or fresh.closed:
+            return False
+        if job is not None:
+            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                jobs.close(db, job.id, status=JobStatus.FAILED, verdict="HOLD",
+                           expect_status=(job.status,), error=reason)
+            else:
+                jobs.record_verdict(db, job.id, Verdict.HOLD)
+        tasks.update(db, task.id, expect={"state": fresh.state}, state=TaskState.HELD,
+                     hold_reason=reason, hold_kind=kind)
+        stage = job.stage if job is not None else task.stage
+        _entry(engine, task.id, stage, stage, "HOLD")
+        events.record(db, "held", reason, task_id=task.id, job_id=job.id if job else None)
     engine.note("hold", task, reason)
+    return True
 
 
 def needs_input(engine: Engine, task: Task, job: Job, reason: str) -> None:

@@ -75,6 +75,10 @@ def reap(engine: Engine, here: Identity) -> list[int]:
                                               lambda job: (job.task_id, job.id)) if reaped]
 
 
+class Unsignalable(Exception):
+    """A dead run's leftover that this user may not signal (PermissionError)."""
+
+
 def kill_leftovers(engine: Engine, job: Job) -> str:
     """Kill the run's process group (supervisor's or inline command's), never a reused pid.
 
@@ -94,7 +98,12 @@ def kill_leftovers(engine: Engine, job: Job) -> str:
         return _kill_unrecorded(engine, run.id)
     if engine.dry_run:
         return "would kill its process group"
-    outcome = procs.kill_group(int(run.pgid), run.pgid_started, engine.settings.cancel_grace_s)
+    try:
+        outcome = procs.kill_group(int(run.pgid), run.pgid_started,
+                                   engine.settings.cancel_grace_s)
+    except PermissionError as exc:  # a group of another user (an agent that changed uid)
+        raise Unsignalable(f"process group {run.pgid} cannot be signalled "
+                           f"({exc.strerror or exc})") from exc
     return {"killed": f"killed process group {run.pgid}",
             "gone": f"process group {run.pgid} already gone",
             "refused-reused-pid": f"left pid {run.pgid} alone (reused by another process)"
@@ -112,7 +121,11 @@ def _kill_unrecorded(engine: Engine, run_id: int) -> str:
     if engine.dry_run:
         return f"would kill process groups {sorted(groups)} (found by ORCH_RUN_ID)"
     for pgid in sorted(groups):
-        procs.kill_group(pgid, procs.start_ticks(pgid), engine.settings.cancel_grace_s)
+        try:
+            procs.kill_group(pgid, procs.start_ticks(pgid), engine.settings.cancel_grace_s)
+        except PermissionError as exc:
+            raise Unsignalable(f"process group {pgid} cannot be signalled "
+                               f"({exc.strerror or exc})") from exc
     return f"killed process groups {sorted(groups)} (no group recorded; found by ORCH_RUN_ID)"
 
 
@@ -129,8 +142,34 @@ def _merge_fence(engine: Engine, job: Job) -> AbstractContextManager[None]:
     return engine.home.repo_lock(task.repo, wait_s=REAP_LOCK_WAIT_S)
 
 
+def _hold_leftover(engine: Engine, job: Job, verdict: Liveness, what: str) -> bool:
+    """The run is dead but something of it lives on that we cannot end: the run ends
+    reaped, the job is no longer running (it frees its slot) and the task is held with
+    kind `leftover` for a person to end the processes, then `orch retry`."""
+    db = engine.db
+    with _merge_fence(engine, job), db.transaction():
+        fresh = jobs.get(db, job.id)
+        if fresh is None or fresh.status != JobStatus.RUNNING or fresh.run_id != job.run_id \
+                or fresh.pid != job.pid:
+            return False
+        task = tasks.get(db, fresh.task_id)
+        assert task is not None and fresh.run_id is not None
+        runs.end(db, fresh.run_id, RunOutcome.REAPED, verdict.evidence)
+        counters.bump(db, "reaped_total")
+        events.record(db, "reaped", f"run {fresh.run_id} reaped: {verdict.evidence}; {what}",
+                      task_id=task.id, job_id=fresh.id)
+        if not hold(engine, task, fresh, f"leftover of run {fresh.run_id}: {what}; end it "
+                    "(as its owner or root), then orch retry", HoldKind.LEFTOVER):
+            jobs.close(db, fresh.id, status=JobStatus.CANCELLED, verdict=None,
+                       expect_status=(JobStatus.RUNNING,), error=what)
+    return True
+
+
 def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
-    killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
+    try:
+        killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
+    except Unsignalable as exc:
+        return _hold_leftover(engine, job, verdict, str(exc))
     db = engine.db
     with _merge_fence(engine, job), db.transaction():
         fresh = jobs.get(db, job.id)
