@@ -147,3 +147,23 @@ def test_tick_every_runs_in_the_foreground_until_a_signal(eh: EngineHome, sig: i
     assert proc.returncode == 0, err
     assert err == "" and out == ""
     eh.check_invariants()
+
+
+def test_inline_stages_chain_within_one_tick(eh: EngineHome) -> None:
+    """Kicks off: one tick with `--max-claims 3` admits the task and runs all three
+    command stages: judging an inline run moves the task and queues the next stage's
+    job in the same transaction, so the next claim can take it."""
+    eh.configure(stages=THREE_STAGES)
+    task = int(eh.cli("task", "add", "--repo", "app", "--title", "chained").stdout)
+    report = eh.tick_cli("--max-claims", "3")
+    assert [c["task"] for c in report["claimed"]] == [task] * 3
+    assert eh.task(task)["stage"] == "done"
+    eh.check_invariants()
+
+
+def test_one_claim_per_tick_stays_the_default(eh: EngineHome) -> None:
+    eh.configure(stages=THREE_STAGES)
+    task = int(eh.cli("task", "add", "--repo", "app", "--title", "stepwise").stdout)
+    report = eh.tick_cli()
+    assert len(report["claimed"]) == 1
+    assert eh.task(task)["stage"] == "check"
