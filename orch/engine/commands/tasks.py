@@ -81,20 +81,23 @@ def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str)
 
 
 def _write_task_files(settings: Settings, new_tasks: list[tuple[int, NewTask]]) -> None:
-    """00-task.md of each new task, in its new folder, written whole before the commit
-    (one thread: more only contend for the lock of the parent folder)."""
+    """00-task.md of each new task, in its new folder, written before the commit.
+
+    Written in place, not through a scratch file and a rename: until the commit no
+    task row names the folder, so nothing reads a half-written file, and a file left
+    by an import that was rolled back is truncated and rewritten when its id is
+    reused. Plain string paths and one thread (more only contend for the lock of the
+    parent folder): the files are most of an import's time."""
+    root = os.fspath(settings.paths.artifacts(0).parent)
+    os.makedirs(root, exist_ok=True)
     for task_id, new in new_tasks:
-        folder = settings.paths.artifacts(task_id)
+        folder = f"{root}/{task_id}"
         try:
             os.mkdir(folder)
         except FileExistsError:
-            pass  # left by an import that was rolled back: its file is replaced below
-        except FileNotFoundError:
-            folder.mkdir(parents=True, exist_ok=True)
-        scratch = folder / f".{TASK_FILE}.new"
-        with open(scratch, "w", encoding="utf-8") as handle:
+            pass
+        with open(f"{folder}/{TASK_FILE}", "w", encoding="utf-8") as handle:
             handle.write(task_document(task_id, new))
-        os.replace(scratch, folder / TASK_FILE)
 
 
 def read_import_file(path: Path) -> list[tuple[int, Any]]:
