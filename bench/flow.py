@@ -17,6 +17,7 @@ rows for docs/performance.md.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import re
@@ -126,6 +127,12 @@ def _gaps(home: Path) -> list[float]:
             for a, b in itertools.pairwise(jobs)]
 
 
+def _stage_times(home: Path) -> dict[str, float]:
+    """Seconds each stage's job took, from its start to its end (the last job per stage)."""
+    jobs = _rows(home / "orch.db", "SELECT stage, started_at, finished_at FROM jobs ORDER BY id")
+    return {job["stage"]: _stamp(job["finished_at"]) - _stamp(job["started_at"]) for job in jobs}
+
+
 def _ticks_by_hand(runner: Runner, home: Path, repo: str) -> tuple[int, float]:
     """With kicks off: (ticks from `task add` to done, seconds of work of those ticks)."""
     env = {**runner.env, "ORCH_KICK_ENABLED": "false"}
@@ -150,11 +157,19 @@ def bench_latency(runner: Runner, profile: Profile, notes: list[str]) -> list[Ro
     cases = (("six `command` stages (`true`)", _six_stage_home, "app"),
              ("default pipeline, instant demo agents", _demo_home, "demo"))
     for index, (label, make, repo) in enumerate(cases):
-        walls, gaps = [], []
+        walls, gaps, stages = [], [], collections.defaultdict(list)
         for rep in range(profile.latency_reps):
             home = make(runner, runner.tmp / f"latency-{index}-{rep}")
             walls.append(_add_and_wait(runner, home, repo, timeout=120))
             gaps += _gaps(home)
+            for stage, took in _stage_times(home).items():
+                stages[stage].append(took)
+        notes.append(f"Where the time goes, {label} (median seconds from a job's start to its "
+                     "end, per stage): " + ", ".join(
+                         f"{stage} {statistics.median(took):.2f}"
+                         for stage, took in stages.items())
+                     + f"; the {len(gaps) // max(1, len(walls))} gaps between jobs: median "
+                     f"{statistics.median(gaps):.2f} s each.")
         ticks, work = _ticks_by_hand(runner, make(runner, runner.tmp / f"latency-{index}-hand"),
                                      repo)
         cron = (ticks - 1) * CRON_PERIOD_S + work
