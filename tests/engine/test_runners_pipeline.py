@@ -384,3 +384,48 @@ def test_an_inline_command_stops_when_its_run_loses_the_job(tmp_path):
     started = time.time()
     assert tick.wait(timeout=20) == 0
     assert time.time() - started < 15  # not the 60 s of the command
+
+
+# --- faults found by a real tick (issue 11) -----------------------------------------------
+
+TESTING_PIPELINE = """\
+    stages:
+      - {name: work, runner: command, command: [sh, -c, 'printf "def test_x(:\\\\n" > test_bad.py']}
+      - {name: testing, runner: test-runner, on_fail: work}
+"""
+
+
+def test_a_syntax_error_in_a_test_module_goes_back_to_development(tmp_path):
+    repo_extra = (f"    test:\n      command: [{PY}, -m, pytest, -q, -p, no:cacheprovider]\n"
+                  "      timeout_s: 120\n")
+    home = Home(tmp_path, TESTING_PIPELINE, repo_extra)
+    task = home.add()
+    home.tick(claims=2)  # work writes the broken test module, then testing judges it
+    meta = home.artifact(task, "13-test-report.md").read_text()
+    assert "reason: collection-error" in meta and "result: FAIL" in meta
+    row = home.task(task)
+    assert row["stage"] == "work" and row["round"] == 1 and row["state"] == "active"
+
+
+def test_staging_through_a_real_sshd_with_ssh_options(tmp_path, sshd):
+    repo_extra = textwrap.indent(textwrap.dedent(f"""\
+        staging:
+          host: {sshd.alias}
+          ssh_options: [-F, {sshd.ssh_config}]
+          container: app-staging
+          command: [python, check.py, --ref, "{{commit}}"]
+          transient_retries: 1
+    """), "    ")
+    home = Home(tmp_path, STAGING_PIPELINE, repo_extra)
+    task = home.add()
+    home.tick(claims=2)
+    [record] = sshd.records()
+    assert record["argv"][:4] == ["exec", "app-staging", "python", "check.py"]
+    assert home.task(task)["stage"] == "done"
+    sshd.set_behaviour("docker", exit=3, stderr="ConnectionRefusedError: [Errno 111] "
+                       "Connection refused\n")
+    other = home.add("app never came up")
+    home.tick(claims=2)
+    row = home.task(other)
+    assert row["stage"] == "work" and row["round"] == 1 and row["state"] == "active"
+    assert "outcome: failed" in home.artifact(other, "14-staging-report.md").read_text()
