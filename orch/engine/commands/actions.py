@@ -108,16 +108,43 @@ def retry(db: Database, task_id: int) -> str:
 def cancel(settings: Settings, db: Database, task_id: int) -> str:
     """End a task; its running job's process group is terminated.
 
-    The task's repo lock is held while the job is closed: a merge moves the default
-    branch (and pushes) only under that lock after checking it still owns its job, so a
-    cancelled merge never lands (orch.engine.run.merge_run). Taken whatever the stage,
-    so no race with a merge job claimed meanwhile; it is held only for short steps.
+    A task at the merge stage (its open job is a merge) is closed under its repo's
+    lock: a merge moves the default branch (and pushes) only under that lock after
+    checking it still owns its job, so a cancelled merge never lands
+    (orch.engine.run.merge_run). Other stages take no lock, so a cancel never waits
+    for a tick preparing a worktree; a merge job claimed between the look and the
+    transaction is seen in the transaction, and the cancel starts again with the lock.
     """
     known = tasks.get(db, task_id)
-    lock = settings.paths.repo_lock(known.repo) if known is not None else nullcontext()
-    with lock, db.transaction():
+    locked = known is not None and _merging(db, task_id)
+    while True:
+        lock = settings.paths.repo_lock(known.repo) if locked and known else nullcontext()
+        with lock:
+            closed = _close_cancelled(db, task_id, need_lock=not locked)
+        if closed is not None:
+            break
+        locked = True  # a merge job appeared meanwhile: again, under the lock
+    job, run = closed
+    if job is not None and job.status == JobStatus.RUNNING:
+        _kill_run(settings, job, run)
+    return f"task {task_id}: cancelled"
+
+
+def _merging(db: Database, task_id: int) -> bool:
+    """The task's open job is a merge (queued or running)."""
+    job = jobs.open_job(db, task_id)
+    return job is not None and job.runner == "merge"
+
+
+def _close_cancelled(db: Database, task_id: int, *, need_lock: bool
+                     ) -> tuple[Job | None, Run | None] | None:
+    """Close the task and its open job in one transaction; (job, run) as they were, or
+    None (nothing changed) when `need_lock` and the open job turned out to be a merge."""
+    with db.transaction():
         task = _open_task(db, task_id, "cancel")
         job = jobs.open_job(db, task_id)
+        if need_lock and job is not None and job.runner == "merge":
+            return None
         run = None
         if job is not None:
             if job.status == JobStatus.RUNNING and job.run_id:
@@ -131,9 +158,7 @@ def cancel(settings: Settings, db: Database, task_id: int) -> str:
         counters.bump(db, "tasks_cancelled_total")
         events.record(db, "cancelled", f"cancelled at stage {task.stage}",
                       task_id=task_id, job_id=job.id if job else None)
-    if job is not None and job.status == JobStatus.RUNNING:
-        _kill_run(settings, job, run)
-    return f"task {task_id}: cancelled"
+    return job, run
 
 
 def _kill_run(settings: Settings, job: Job, run: Run | None) -> None:
