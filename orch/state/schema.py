@@ -150,8 +150,15 @@ WHERE state = 'held';
 CREATE INDEX tasks_held_kind ON tasks (hold_kind) WHERE state = 'held';
 """
 
+# What an agent's own output said about its run: how many permission denials it
+# reported (shown, left to the gate) and the fault it named (`auth`: a HOLD).
+V5_RUN_DENIALS_AND_FAULT = """
+ALTER TABLE runs ADD COLUMN denials INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN fault TEXT;
+"""
+
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                               V4_HOLD_KIND)
+                               V4_HOLD_KIND, V5_RUN_DENIALS_AND_FAULT)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -16,7 +16,7 @@ import time
 from orch import procs
 from orch.engine.run.plan import AgentPlan
 from orch.model import RunOutcome, Verdict
-from orch.state import jobs, runs
+from orch.state import events, jobs, runs
 from orch.state.db import Database
 from orch.timeutil import monotonic, now_iso
 
@@ -83,23 +83,40 @@ def _beat(db: Database, plan: AgentPlan) -> bool:
 
 def _record(db: Database, plan: AgentPlan, exit_code: int | None, timed_out: bool,
             stdout: str) -> None:
-    from orch.agent_output import classify_agent_run, parse_output
+    """Judge what the agent printed (orch.agent_output) and record it on the run: the
+    outcome, the error (an authentication failure names itself for the HOLD), the
+    session, cost, tokens, permission denials and the fault the CLI named."""
+    from orch.agent_output import FAULT_AUTH, auth_reason, classify_agent_run, parse_output
 
     report = parse_output(plan.output, stdout)
     outcome, verdict = classify_agent_run(exit_code, timed_out, report)
     error = report.error
-    if timed_out:
-        error = "timed out"
+    if verdict is Verdict.HOLD:
+        error = auth_reason(report)
+    elif timed_out:
+        error = "timed out" + (f" waiting on the network: {error}" if report.waiting else "")
     elif exit_code not in (0, None) and not error:
         error = f"exit {exit_code}"
     kind = RunOutcome.DEFERRED if verdict is Verdict.DEFER else outcome
-    _finish(db, plan, exit_code, kind, error, report.session_id, report.cost_usd, report.tokens)
+    fault = FAULT_AUTH if verdict is Verdict.HOLD else report.fault
+    _finish(db, plan, exit_code, kind, error, report.session_id, report.cost_usd, report.tokens,
+            denials=(report.denials, report.denied_tools), fault=fault)
 
 
 def _finish(db: Database, plan: AgentPlan, exit_code: int | None, outcome: str,
             error: str | None, session_id: str | None = None, cost_usd: float | None = None,
-            tokens: int | None = None) -> None:
+            tokens: int | None = None, denials: tuple[int, tuple[str, ...]] = (0, ()),
+            fault: str | None = None) -> None:
+    """End the run in one transaction (fenced by run_id); permission denials get an
+    event naming the tools."""
     with db.transaction():
-        jobs.finish_run(db, plan.job_id, plan.run_id, exit_code=exit_code, outcome=outcome,
-                        error=error[:ERROR_LIMIT] if error else None, session_id=session_id,
-                        cost_usd=cost_usd, tokens=tokens)
+        ended = jobs.finish_run(db, plan.job_id, plan.run_id, exit_code=exit_code,
+                                outcome=outcome, error=error[:ERROR_LIMIT] if error else None,
+                                session_id=session_id, cost_usd=cost_usd, tokens=tokens,
+                                denials=denials[0], fault=fault)
+        job = jobs.get(db, plan.job_id) if ended and denials[0] else None
+        if job is not None:
+            tools = ", ".join(denials[1]) or "unnamed tools"
+            events.record(db, "denied", f"run {plan.run_id}: {denials[0]} permission "
+                          f"denial(s) ({tools}); left to the gate", task_id=job.task_id,
+                          job_id=job.id)
