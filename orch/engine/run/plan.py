@@ -62,8 +62,8 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
     prompt = render_prompt(load_prompt_template(stage.role, home.prompts), context)
     prompt_file = Path(run.log_path or home.log(job.id, run.id)).with_suffix(".prompt.md")
     prompt_file.write_text(prompt, encoding="utf-8")
-    argv = render_argv(role.command, {**context, "prompt": prompt,
-                                      "prompt_file": str(prompt_file)})
+    argv = render_argv(role.command, {**context, **_git_dirs(role.command, home.worktree(
+        task.repo, task.id)), "prompt": prompt, "prompt_file": str(prompt_file)})
     env = run_environment(engine.settings, run_vars(
         home, task_id=task.id, repo=task.repo, stage=job.stage, round_no=task.round,
         job_id=job.id, run_id=run.id), dict(role.env))
@@ -73,3 +73,14 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
         cancel_grace_s=engine.settings.cancel_grace_s, state=str(engine.settings.db_path))
+
+
+def _git_dirs(command: tuple[str, ...] | list[str], worktree: Path) -> dict[str, str]:
+    """{git_dir} and {git_common_dir} of the task's worktree, asked of git only when the
+    role's argv uses them (a sandboxed agent needs them writable to commit)."""
+    if not any("{git_" in element for element in command):
+        return {}
+    from orch import gitops
+
+    git_dir, common = gitops.git_dirs(worktree)
+    return {"git_dir": str(git_dir), "git_common_dir": str(common)}
