@@ -271,7 +271,6 @@ def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_mark(eh):
     command carries the run's mark, so the reaper finds it; another home's run with the
     same run id (another mark) is left alone."""
     from orch.home import Home
-
     from orch.state import jobs as jobs_state
     from orch.state.jobs import Owner
     from orch.timeutil import now_iso
