@@ -8,12 +8,15 @@ was judged hollow.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from support.engine import EngineHome, claude_result, wait_for, write_script
 from support.unpriv import Sandbox, chown_tree
 
@@ -158,3 +161,59 @@ def _mark_as_root(home: Path, run_id: int) -> str:
     """The run's mark, from the salt the user's tick wrote into the home."""
     assert (home / "run-mark-salt").exists()
     return Home(home).run_mark(run_id)
+
+
+def test_unprivileged_a_leftover_it_may_not_signal_holds_the_task(unpriv: Sandbox,
+                                                                  tmp_path: Path) -> None:
+    """A dead run whose tree holds a process of another user (root's, below a process that
+    became the unprivileged user): the user's reaper can neither read nor signal it, so
+    the task is held with kind `leftover` and the job no longer counts as running."""
+    from support.leftover import claim_as_dead
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make another user's process")
+    root = unpriv.work
+    repo, home = root / "repo", root / "home"
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t.invalid",
+           "ORCH_CANCEL_GRACE_S": "1", "ORCH_KICK_ENABLED": "false"}
+    for argv in (["git", "init", "-q", "-b", "main", str(repo)],
+                 ["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "init"]):
+        assert unpriv.run(argv, env=env).returncode == 0
+    orch = [unpriv.python, "-m", "orch", "--home", str(home)]
+    pipeline = root / "pipeline.yaml"
+    pipeline.write_text('{"stages": [{"name": "run", "runner": "command", '
+                        '"command": ["true"]}]}\n')
+    chown_tree(pipeline, unpriv.user)
+    env["ORCH_PIPELINE"] = str(pipeline)
+    assert unpriv.run([*orch, "init", "--repo", f"app={repo}"], env=env).returncode == 0
+    assert unpriv.run([*orch, "task", "add", "--repo", "app", "--title", "t"],
+                      env=env).returncode == 0
+    assert unpriv.run([*orch, "tick"], env={**env, "ORCH_MAX_CONCURRENCY": "0"}
+                      ).returncode == 0  # admitted and enqueued
+    pids = tmp_path / "pids"
+    tmp_path.chmod(0o777)
+    uid, gid = unpriv.user.uid, unpriv.user.gid
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '999'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        f"os.setresgid({gid}, {gid}, {gid}); os.setresuid({uid}, {uid}, {uid})\n"
+        "time.sleep(999)\n")], start_new_session=True)
+    try:
+        wait_for(lambda: pids.exists() and pids.read_text(), 10, "the helper's pids")
+        leader, child = (int(word) for word in pids.read_text().split())
+        wait_for(lambda: os.stat(f"/proc/{leader}").st_uid == uid, 10, "the user change")
+        run_id = unpriv.call(claim_as_dead, str(home), leader, tree.start_ticks(leader))
+        reaped = unpriv.run([*orch, "tick", "--json"], env={**env, "ORCH_MAX_CONCURRENCY": "0"})
+        assert reaped.returncode == 0, reaped.stderr
+        shown = unpriv.run([*orch, "task", "show", "1", "--json"], env=env)
+        task = json.loads(shown.stdout)["task"]
+        assert task["state"] == "held" and task["hold_kind"] == "leftover", task
+        assert f"a leftover of run {run_id} could not be ended" in task["hold_reason"]
+        assert f"not permitted to signal pid(s) [{child}]" in task["hold_reason"]
+        jobs = json.loads(shown.stdout)["jobs"]
+        assert all(job["status"] != "running" for job in jobs)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the helper and its root child, by group
+        parent.wait(timeout=10)
