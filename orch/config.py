@@ -63,7 +63,7 @@ FALSE_WORDS = ("false", "0", "no", "off")
 
 # --- the agents' presets (docs/agents.md explains every flag) -------------------------
 # Verified with Claude Code 2.1.332 and Codex 0.171.0 in their default permission models
-# (tests/realcli, tests/engine/test_real_agents.py). `orch init --agents KIND` writes one.
+# (tests/realcli, tests/realcli/test_real_agents_tick.py). `orch init --agents KIND` writes one.
 
 # The project's test command in the spellings an agent types (a `python:*` prefix is a
 # whole word: it does not allow `python3 -m pytest`).

@@ -9,6 +9,7 @@ is shortened with ORCH_* overrides.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import time
@@ -118,28 +119,90 @@ def test_a_whole_task_with_claude_in_every_agent_role(tmp_path: Path,
     assert api.unknown == []
 
 
-def test_codex_developer_commits_in_its_worktree_and_passes(tmp_path: Path) -> None:
+@pytest.fixture
+def openai() -> FakeOpenAI:
     if codex_bin() is None:
         if os.environ.get("CI"):
             pytest.fail("the real Codex CLI is not installed: bash tests/realcli/install.sh")
         pytest.skip("the real Codex CLI is not installed: bash tests/realcli/install.sh")
     with FakeOpenAI([]) as provider:
-        codex_home = write_codex_home(tmp_path / "codex-home", provider.base_url)
-        home = RealHome(tmp_path, "codex", {"CODEX_HOME": str(codex_home),
-                                            "OPENAI_API_KEY": "sk-dummy"}, DEVELOPMENT)
-        task = home.add_task()
-        report = home.artifacts(task) / "10-dev-report.md"
-        steps: list[Step] = [
-            shell("printf 'def add(a, b):\\n    return a + b\\n' > calc.py"),
+        yield provider
+
+
+def codex_home(tmp_path: Path, base_url: str, stages: list | None = None,
+               **orch: str) -> RealHome:
+    """`orch init --agents codex`; CODEX_HOME's config names the provider (retries 0)."""
+    config = write_codex_home(tmp_path / "codex-home", base_url)
+    return RealHome(tmp_path, "codex", {"CODEX_HOME": str(config),
+                                        "OPENAI_API_KEY": "sk-dummy"}, stages, **orch)
+
+
+def write_file(path: Path, content: str) -> Step:
+    """A shell step writing `content` to `path` (the artifacts folder is an --add-dir)."""
+    return shell(f"printf %s {shlex.quote(content)} > {shlex.quote(str(path))}")
+
+
+def codex_developer_steps(home: RealHome, task: int) -> list[Step]:
+    report = home.artifacts(task) / "10-dev-report.md"
+    return [shell("printf 'def add(a, b):\\n    return a + b\\n' > calc.py"),
             shell("python3 -m pytest -q -p no:cacheprovider"),
             shell("git add -A && git commit -q -m 'Fix add'"),
-            shell(f"echo 'Fixed add.' > {report}"), Text("Committed.")]
-        provider.script._steps = steps  # this run's script
-        advanced = home.drive(lambda entries: bool(entries), timeout=180)
+            write_file(report, "# Development report\n\nFixed add.\n"), Text("Committed.")]
+
+
+def test_codex_developer_commits_in_its_worktree_and_passes(tmp_path: Path,
+                                                            openai: FakeOpenAI) -> None:
+    home = codex_home(tmp_path, openai.base_url, DEVELOPMENT)
+    task = home.add_task()
+    openai.load(codex_developer_steps(home, task))
+    advanced = home.drive(lambda entries: bool(entries), timeout=180)
     assert verdicts(advanced) == [("development", "done", "PASS")]
     (run,) = home.runs(task)
     assert run["outcome"] == "succeeded" and run["session_id"] and run["tokens"] > 0
     assert git(home.repo, "log", "-1", "--format=%s", "orch/1-fix-add") == "Fix add"
+
+
+def test_a_whole_task_with_codex_in_every_agent_role(tmp_path: Path,
+                                                     openai: FakeOpenAI) -> None:
+    """task add -> done with the Codex presets: the analyst and the reviewer write their
+    deliverables through --add-dir, the developer commits in its worktree, the tester
+    agent (test-runner off) runs the tests and writes its report."""
+    home = codex_home(tmp_path, openai.base_url, ORCH_TEST_RUNNER_ENABLED="false")
+    task = home.add_task()
+    art = home.artifacts(task)
+    review = "---\nverdict: APPROVE\n---\n# Review\nadd adds.\n"
+    tested = "---\nresult: PASS\nstatus: passed\nexit_code: 0\n---\n# Tests\n1 passed.\n"
+    scripts = {
+        "analysis": [write_file(art / "02-analysis.md", "# Analysis\n\nadd() must add.\n"),
+                     Text("Wrote the analysis.")],
+        "development": codex_developer_steps(home, task),
+        "review": [shell("git diff main...HEAD"), write_file(art / "12-review.md", review),
+                   Text("APPROVE")],
+        "testing": [shell("python3 -m pytest -q -p no:cacheprovider"),
+                    write_file(art / "13-test-report.md", tested), Text("1 passed.")]}
+    loaded: list[str] = []
+
+    def load_next() -> bool:
+        if not home.queued(task):
+            return False
+        stage = home.task(task)["stage"]
+        if stage in scripts and stage not in loaded:
+            openai.load(scripts[stage])
+            loaded.append(stage)
+        return True
+
+    advanced = home.drive(lambda _: home.task(task)["state"] == "closed",
+                          before_tick=load_next)
+    assert home.task(task)["stage"] == "done", verdicts(advanced)
+    assert [v for v in verdicts(advanced) if v[2] != "SKIP"] == [
+        ("analysis", "development", "PASS"), ("development", "review", "PASS"),
+        ("review", "testing", "PASS"), ("testing", "staging", "PASS"),
+        ("merge", "done", "PASS")]
+    agent_runs = [r for r in home.runs(task) if r["stage"] != "merge"]
+    assert [r["outcome"] for r in agent_runs] == ["succeeded"] * 4
+    assert all(r["session_id"] and r["tokens"] > 0 for r in agent_runs)
+    assert "return a + b" in (home.repo / "calc.py").read_text()
+    assert openai.script.remaining() == 0  # every stage ran its script
 
 
 def _one_run(home: RealHome) -> tuple[list, dict]:
@@ -207,19 +270,39 @@ def test_a_denied_tool_that_blocks_nothing_passes_with_the_denial_recorded(
 
 @pytest.mark.parametrize(("status", "message", "code"), [
     (500, "boom", None), (503, "Selected model is at capacity.", "server_is_overloaded")])
-def test_codex_overload_wordings_are_a_defer(tmp_path: Path, status: int, message: str,
-                                             code: str | None) -> None:
+def test_codex_overload_wordings_are_a_defer(tmp_path: Path, openai: FakeOpenAI, status: int,
+                                             message: str, code: str | None) -> None:
+    openai.load([Error(status, message, code)])
+    moves, run = _one_run(codex_home(tmp_path, openai.base_url, ANALYSIS))
+    assert moves == [("analysis", "analysis", "DEFER")]
+    assert run["outcome"] == "deferred" and run["fault"] == "provider"
+    said = "high demand" if status == 500 else message  # Codex's own wording for any 500
+    assert said in Path(run["log_path"]).read_text(errors="replace")
+
+
+def test_codex_with_the_provider_unreachable_is_a_defer(tmp_path: Path) -> None:
     if codex_bin() is None:
         if os.environ.get("CI"):
             pytest.fail("the real Codex CLI is not installed: bash tests/realcli/install.sh")
         pytest.skip("the real Codex CLI is not installed: bash tests/realcli/install.sh")
-    with FakeOpenAI([Error(status, message, code)]) as provider:
-        codex_home = write_codex_home(tmp_path / "codex-home", provider.base_url)
-        home = RealHome(tmp_path, "codex", {"CODEX_HOME": str(codex_home),
-                                            "OPENAI_API_KEY": "sk-dummy"}, ANALYSIS)
-        moves, run = _one_run(home)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    moves, run = _one_run(codex_home(tmp_path, f"http://127.0.0.1:{closed}/v1", ANALYSIS))
     assert moves == [("analysis", "analysis", "DEFER")]
-    assert run["outcome"] == "deferred" and run["fault"] == "provider"
+    assert run["outcome"] == "deferred"
+
+
+def test_codex_with_an_invalid_key_holds_for_a_person(tmp_path: Path,
+                                                      openai: FakeOpenAI) -> None:
+    openai.load([Error(401, "Incorrect API key provided: sk-dummy.", "invalid_api_key")])
+    home = codex_home(tmp_path, openai.base_url, ANALYSIS)
+    moves, run = _one_run(home)
+    assert moves == [("analysis", "analysis", "HOLD")]
+    task = home.task(1)
+    assert task["state"] == "held" and task["hold_kind"] == "auth", task
+    assert task["hold_reason"].startswith("agent authentication failed: ")
+    assert run["outcome"] == "failed" and run["fault"] == "auth"
 
 
 def test_a_setsid_tool_process_ends_after_claude_and_its_supervisor_are_sigkilled(
@@ -237,11 +320,20 @@ def test_a_setsid_tool_process_ends_after_claude_and_its_supervisor_are_sigkille
     home.tick()
     (job,) = home.rows("SELECT * FROM jobs WHERE task_id = ?", (task,))
     mark = _mark(home, job["run_id"])
+    try:
+        _kill_claude_and_check_the_reap(home, job, mark)
+    finally:
+        tree.end_run_tree(mark, grace_s=1)  # nothing of a failed check outlives the test
+
+
+def _kill_claude_and_check_the_reap(home: RealHome, job: dict, mark: str) -> None:
+    """Wait for the tool's processes (claude also starts helpers of its own: bash,
+    sort, xargs), SIGKILL claude and the supervisor, tick once."""
     deadline = time.monotonic() + 60
-    while len(_comms(mark)) < 5 and time.monotonic() < deadline:
+    while not {"sleep", "tail"} <= set(_comms(mark).values()):
+        assert time.monotonic() < deadline, _comms(mark)
         time.sleep(0.2)
     comms = _comms(mark)
-    assert {"sleep", "tail"} <= set(comms.values()), comms
     supervisor = job["pid"] if job["pid"] else None
     claude = [pid for pid, comm in comms.items() if comm == "claude"]
     for pid in [*claude, *([supervisor] if supervisor else [])]:
