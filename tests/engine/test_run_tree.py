@@ -217,3 +217,63 @@ def test_unprivileged_a_leftover_it_may_not_signal_holds_the_task(unpriv: Sandbo
     finally:
         os.killpg(parent.pid, signal.SIGKILL)  # the helper and its root child, by group
         parent.wait(timeout=10)
+
+
+def _detaching_agent(eh: EngineHome, pids: Path) -> Path:
+    """An agent that leaves `setsid sleep 999` in a session of its own and then blocks."""
+    return write_script(eh.bin / "detacher", f"""#!/bin/sh
+setsid sleep 999 &
+echo $! > {pids}
+exec tail -f /dev/null
+""")
+
+
+def _sleeper_ended(pids: Path) -> bool:
+    """Gone, or a zombie (its parent gone, it waits for a pid 1 that may never reap)."""
+    try:
+        stat = Path(f"/proc/{int(pids.read_text())}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_an_agent_timeout_ends_its_setsid_child(eh: EngineHome) -> None:
+    """The agent outlives timeout_s: the supervisor ends the whole run tree, including
+    the sleep in its own session."""
+    pids = eh.root / "pids"
+    eh.configure(stages=[WORK], agents={"worker": {
+        "command": [str(_detaching_agent(eh, pids))], "timeout_s": 2}})
+    task = eh.add_task()
+    eh.tick()
+    wait_for(pids.exists, 15, "the agent's setsid child")
+    eh.tick_until(lambda: eh.events(task, "retry") or eh.events(task, "timeout"),
+                  timeout=60, what="the timed-out run judged")
+    assert _sleeper_ended(pids)
+    assert marked(eh.home, 1) == []
+
+
+def test_orch_cancel_ends_a_setsid_child_of_the_agent(eh: EngineHome) -> None:
+    pids = eh.root / "pids"
+    eh.configure(stages=[WORK], agents={"worker": {
+        "command": [str(_detaching_agent(eh, pids))], "timeout_s": 600}})
+    task = eh.add_task()
+    eh.tick_cli()
+    eh.wait_registered(task)
+    wait_for(pids.exists, 15, "the agent's setsid child")
+    done = eh.cli("cancel", str(task))
+    assert done.returncode == 0, done.stderr
+    assert _sleeper_ended(pids)
+    assert marked(eh.home, 1) == []
+
+
+def test_the_test_runner_leaves_nothing_in_another_session(eh: EngineHome) -> None:
+    """The repo's test command starts `setsid sleep 999` and exits 0: the run's tree
+    ends with the test-runner's run."""
+    pids = eh.root / "pids"
+    eh.configure(stages=[{"name": "testing", "runner": "test-runner", "gate": "tests_passed"}],
+                 repo={"test": {"command": ["sh", "-c",
+                                            f"setsid sleep 999 & echo $! > {pids}; true"]}})
+    task = eh.add_task()
+    eh.tick_until(lambda: eh.task(task)["state"] == "closed", timeout=60, what="done")
+    assert _sleeper_ended(pids)
+    assert marked(eh.home, 1) == []
