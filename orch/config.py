@@ -66,8 +66,11 @@ FALSE_WORDS = ("false", "0", "no", "off")
 # (tests/realcli, tests/realcli/test_real_agents_tick.py). `orch init --agents KIND` writes one.
 
 # The project's test command in the spellings an agent types (a `python:*` prefix is a
-# whole word: it does not allow `python3 -m pytest`).
-CLAUDE_TEST_TOOLS = "Bash(python3:*) Bash(python:*) Bash(pytest:*)"
+# whole word: it does not allow `python3 -m pytest`), and through the runners of the
+# layouts a test command is detected from (uv, Poetry, Hatch, PDM, tox, nox, a .venv).
+CLAUDE_TEST_TOOLS = ("Bash(python3:*) Bash(python:*) Bash(pytest:*) Bash(uv run:*) "
+                     "Bash(poetry run:*) Bash(hatch run:*) Bash(pdm run:*) Bash(tox:*) "
+                     "Bash(nox:*) Bash(.venv/bin/python:*) Bash(./.venv/bin/python:*)")
 # `=`: --add-dir and --allowedTools take several values and would swallow the prompt;
 # `--` ends them too. The artifacts folder lies outside the worktree: --add-dir opens it.
 _CLAUDE = ["claude", "-p", "--output-format", "json", "--add-dir={artifacts}"]

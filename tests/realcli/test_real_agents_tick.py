@@ -268,6 +268,21 @@ def test_a_denied_tool_that_blocks_nothing_passes_with_the_denial_recorded(
     assert shown.returncode == 0 and "denied" in shown.stdout
 
 
+def test_the_presets_allow_every_detected_test_command_spelling(
+        tmp_path: Path, api: FakeAnthropic) -> None:
+    """The test command through each runner a layout may be detected with: none denied
+    (the runners are not installed here: "command not found" is no denial)."""
+    home = claude_home(tmp_path, api, ANALYSIS)
+    spellings = ["python3 -m pytest -q", "python -m pytest -q", "pytest -q", "uv run pytest -q",
+                 "poetry run pytest -q", "hatch run test", "pdm run pytest -q", "tox -e py",
+                 "nox -s tests", ".venv/bin/python -m pytest -q",
+                 "./.venv/bin/python -m pytest -q"]
+    api.load([*(tools(Bash(command)) for command in spellings), *analysis_turns(home, 1)])
+    moves, run = _one_run(home)
+    assert moves == [("analysis", "done", "PASS")]
+    assert run["denials"] == 0, home.rows("SELECT detail FROM events WHERE kind = 'denied'")
+
+
 @pytest.mark.parametrize(("status", "message", "code"), [
     (500, "boom", None), (503, "Selected model is at capacity.", "server_is_overloaded")])
 def test_codex_overload_wordings_are_a_defer(tmp_path: Path, openai: FakeOpenAI, status: int,
