@@ -320,6 +320,14 @@ def test_codex_with_an_invalid_key_holds_for_a_person(tmp_path: Path,
     assert run["outcome"] == "failed" and run["fault"] == "auth"
 
 
+def test_codex_doing_nothing_is_a_retry_never_a_pass(tmp_path: Path,
+                                                    openai: FakeOpenAI) -> None:
+    openai.load([Text("I have done it.")])
+    moves, run = _one_run(codex_home(tmp_path, openai.base_url, ANALYSIS))
+    assert moves == [("analysis", "analysis", "RETRY")]
+    assert run["outcome"] == "succeeded"  # a clean exit: the gate found no deliverable
+
+
 def test_a_setsid_tool_process_ends_after_claude_and_its_supervisor_are_sigkilled(
         tmp_path: Path, api: FakeAnthropic) -> None:
     """Claude runs each Bash tool in a new session; `setsid sleep 999 &` leaves it in
