@@ -33,6 +33,8 @@ class AgentPlan:
     state: str                  # where the state lives (the SQLite file)
     mark: str = ""              # the run's ORCH_RUN_MARK (docs/processes.md)
     log_max_mb: int = 100       # the run's log keeps its head and tail past this size
+    home: str = ""              # the home, for the kick when the run ends
+    kick: bool = False          # flags.kick_enabled
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -78,7 +80,8 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
         cancel_grace_s=engine.settings.cancel_grace_s, state=str(engine.settings.db_path),
-        mark=mark, log_max_mb=engine.settings.log_max_mb)
+        mark=mark, log_max_mb=engine.settings.log_max_mb,
+        home=str(home.root), kick=engine.settings.flags.kick_enabled)
 
 
 def _git_dirs(command: tuple[str, ...] | list[str], worktree: Path) -> dict[str, str]:

@@ -14,7 +14,9 @@ Then it parses the agent's output and records the exit.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from orch import procs
 from orch.engine.run.plan import AgentPlan
@@ -39,6 +41,10 @@ def supervise(db: Database, plan: AgentPlan) -> int:
         return 0  # lost the job: nothing to record
     exit_code, timed_out, stdout = result
     _record(db, plan, exit_code, timed_out, stdout)
+    if plan.kick:  # the exit is recorded and the run's processes are gone: judge it now
+        from orch.engine.kick import kick_home
+
+        kick_home(Path(plan.home), os.environ, f"run {plan.run_id} ended", db)
     return 0
 
 
