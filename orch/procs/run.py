@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from orch.procs.groups import kill_own_group_members, terminate_group
+from orch.procs.groups import terminate_group
 from orch.procs.identity import start_ticks
 
 OUTPUT_TAIL_BYTES = 64 * 1024
@@ -313,47 +313,3 @@ def _finish(proc: subprocess.Popen[bytes], out: _Output, feeder: threading.Threa
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
-
-
-class GroupChild:
-    """A process started in the caller's own process group (the supervisor is the session
-    leader and the agent stays in its group), its stdout copied to our stdout (the run's
-    log) as it comes and kept for parsing; stderr goes straight to the log."""
-
-    def __init__(self, argv: list[str], *, cwd: str, env: dict[str, str],
-                 stdin_text: str | None) -> None:
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env,
-            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=None)
-        self._chunks: list[bytes] = []
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-        if stdin_text is not None and self.proc.stdin is not None:
-            threading.Thread(target=_feed_stdin, args=(self.proc.stdin, stdin_text),
-                             daemon=True).start()
-
-    def _pump(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
-        out = os.fdopen(os.dup(1), "wb", buffering=0)
-        for block in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
-            self._chunks.append(block)
-            try:
-                out.write(block)
-            except OSError:
-                pass
-        out.close()
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def finish(self) -> tuple[int | None, str]:
-        """Wait for the child, kill what is left of our group, return (exit, stdout)."""
-        self.proc.wait()
-        kill_own_group_members()
-        self.proc.poll()
-        self._reader.join(timeout=5)
-        return self.proc.returncode, b"".join(self._chunks).decode("utf-8", "replace")
-
-

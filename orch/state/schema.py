@@ -169,8 +169,15 @@ ALTER TABLE tasks ADD COLUMN moved_at TEXT;
 UPDATE tasks SET moved_at = updated_at
 """
 
+# What an agent's own output said about its run: how many permission denials it
+# reported (shown, left to the gate) and the fault it named (`auth`: a HOLD).
+V6_RUN_DENIALS_AND_FAULT = """
+ALTER TABLE runs ADD COLUMN denials INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN fault TEXT;
+"""
+
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                               V4_HOLD_KIND, V5_FLAT_TICK)
+                               V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

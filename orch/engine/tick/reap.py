@@ -75,12 +75,20 @@ def reap(engine: Engine, here: Identity) -> list[int]:
                                               lambda job: (job.task_id, job.id)) if reaped]
 
 
-class Unsignalable(Exception):
-    """A dead run's leftover that this user may not signal (PermissionError)."""
+@dataclass(frozen=True)
+class Leftovers:
+    """What ending a dead run's processes did: a line for the event, and whether some
+    could not be ended (then the task is held: no new run starts beside them)."""
+
+    text: str
+    stuck: bool = False
 
 
-def kill_leftovers(engine: Engine, job: Job) -> str:
-    """Kill the run's process group (supervisor's or inline command's), never a reused pid.
+def kill_leftovers(engine: Engine, job: Job) -> Leftovers:
+    """End every process of the dead run: by its mark (`ORCH_RUN_MARK`, which the
+    supervisor, the agent, an inline command and all they started carry, whatever session
+    they went to) and below its recorded root (the supervisor's or the inline command's
+    group leader, when its start time still matches: never a reused pid).
 
     The job and its run are read again in one snapshot: a supervisor that took the job
     over since it was judged (it records its pid and its group in one transaction) is
@@ -90,43 +98,18 @@ def kill_leftovers(engine: Engine, job: Job) -> str:
         fresh = jobs.get(engine.db, job.id)
         if fresh is None or (fresh.status, fresh.run_id, fresh.pid) != (
                 JobStatus.RUNNING, job.run_id, job.pid):
-            return "its owner changed meanwhile: nothing killed"
+            return Leftovers("its owner changed meanwhile: nothing killed")
         run = runs.get(engine.db, job.run_id) if job.run_id else None
     if run is None:
-        return "no run recorded"
-    if not run.pgid:
-        return _kill_unrecorded(engine, run.id)
+        return Leftovers("no run recorded")
     if engine.dry_run:
-        return "would kill its process group"
-    try:
-        outcome = procs.kill_group(int(run.pgid), run.pgid_started,
-                                   engine.settings.cancel_grace_s)
-    except PermissionError as exc:  # a group of another user (an agent that changed uid)
-        raise Unsignalable(f"process group {run.pgid} cannot be signalled "
-                           f"({exc.strerror or exc})") from exc
-    return {"killed": f"killed process group {run.pgid}",
-            "gone": f"process group {run.pgid} already gone",
-            "refused-reused-pid": f"left pid {run.pgid} alone (reused by another process)"
-            }.get(outcome, outcome)
+        return Leftovers("would end the run's processes")
+    from orch.procs import tree
 
-
-def _kill_unrecorded(engine: Engine, run_id: int) -> str:
-    """No group recorded: the tick died between starting an inline command and recording
-    its group. Its processes carry this home's ORCH_HOME and the run's ORCH_RUN_ID in their
-    environment (nothing else does), so their groups are found by that and killed."""
-    groups = procs.groups_with_env({"ORCH_HOME": str(engine.settings.home),
-                                    "ORCH_RUN_ID": str(run_id)})
-    if not groups:
-        return "no process group recorded"
-    if engine.dry_run:
-        return f"would kill process groups {sorted(groups)} (found by ORCH_RUN_ID)"
-    for pgid in sorted(groups):
-        try:
-            procs.kill_group(pgid, procs.start_ticks(pgid), engine.settings.cancel_grace_s)
-        except PermissionError as exc:
-            raise Unsignalable(f"process group {pgid} cannot be signalled "
-                               f"({exc.strerror or exc})") from exc
-    return f"killed process groups {sorted(groups)} (no group recorded; found by ORCH_RUN_ID)"
+    root = (int(run.pgid), int(run.pgid_started)) if run.pgid and run.pgid_started else None
+    ended = tree.end_run_tree(engine.home.run_mark(run.id), root,
+                              grace_s=engine.settings.cancel_grace_s)
+    return Leftovers(ended.summary(), stuck=not ended.complete)
 
 
 def _merge_fence(engine: Engine, job: Job) -> AbstractContextManager[None]:
@@ -142,34 +125,9 @@ def _merge_fence(engine: Engine, job: Job) -> AbstractContextManager[None]:
     return engine.home.repo_lock(task.repo, wait_s=REAP_LOCK_WAIT_S)
 
 
-def _hold_leftover(engine: Engine, job: Job, verdict: Liveness, what: str) -> bool:
-    """The run is dead but something of it lives on that we cannot end: the run ends
-    reaped, the job is no longer running (it frees its slot) and the task is held with
-    kind `leftover` for a person to end the processes, then `orch retry`."""
-    db = engine.db
-    with _merge_fence(engine, job), db.transaction():
-        fresh = jobs.get(db, job.id)
-        if fresh is None or fresh.status != JobStatus.RUNNING or fresh.run_id != job.run_id \
-                or fresh.pid != job.pid:
-            return False
-        task = tasks.get(db, fresh.task_id)
-        assert task is not None and fresh.run_id is not None
-        runs.end(db, fresh.run_id, RunOutcome.REAPED, verdict.evidence)
-        counters.bump(db, "reaped_total")
-        events.record(db, "reaped", f"run {fresh.run_id} reaped: {verdict.evidence}; {what}",
-                      task_id=task.id, job_id=fresh.id)
-        if not hold(engine, task, fresh, f"leftover of run {fresh.run_id}: {what}; end it "
-                    "(as its owner or root), then orch retry", HoldKind.LEFTOVER):
-            jobs.close(db, fresh.id, status=JobStatus.CANCELLED, verdict=None,
-                       expect_status=(JobStatus.RUNNING,), error=what)
-    return True
-
-
 def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
-    try:
-        killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
-    except Unsignalable as exc:
-        return _hold_leftover(engine, job, verdict, str(exc))
+    left = kill_leftovers(engine, job) if verdict.local else Leftovers("not on this machine")
+    killed = left.text
     db = engine.db
     with _merge_fence(engine, job), db.transaction():
         fresh = jobs.get(db, job.id)
@@ -182,6 +140,10 @@ def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
         counters.bump(db, "reaped_total")
         events.record(db, "reaped", f"run {fresh.run_id} reaped: {verdict.evidence}; {killed}",
                       task_id=task.id, job_id=fresh.id)
+        if left.stuck:  # the job no longer counts as running; a person looks
+            hold(engine, task, fresh, f"a leftover of run {fresh.run_id} could not be ended: "
+                 f"{killed}", HoldKind.LEFTOVER)
+            return True
         limits = engine.limits(engine.pipeline.get(fresh.stage), task.repo)
         move = machine.next_move(engine.pipeline, Position(fresh.stage, task.round,
                                                            fresh.attempt, fresh.defers),
