@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
-from orch.errors import UsageError
+from orch.errors import Interrupted, UsageError
 
 IDS = Annotated[list[int], typer.Argument(metavar="ID...", help="One or more task ids.")]
 
@@ -157,8 +157,13 @@ def tick(
     from orch.engine.tick import run_tick
 
     obj: AppContext = ctx.obj
-    report = run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
-                      dry_run=dry_run)
+    try:
+        report = run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
+                          dry_run=dry_run)
+    except KeyboardInterrupt:
+        raise Interrupted("the tick stopped where it was: what it had committed stays, a "
+                          "run it had started goes on (or is reaped), and the next tick "
+                          "does the rest") from None
     if as_json:
         from orch.cli.render import emit_json
 
