@@ -178,7 +178,7 @@ def test_the_default_branch_is_checked(home: Path, cli: Callable[..., CliResult]
 
 @pytest.mark.parametrize(("command", "needle"), [
     (["no-such-runner", "--all"], "'no-such-runner' not found on PATH"),
-    (["python-without-pytest", "-m", "pytest"], "cannot import pytest: ModuleNotFoundError"),
+    (["python-without-pytest", "-m", "pytest"], "could not run orch's check: ModuleNotFoundError"),
 ])
 def test_the_test_command(command: list[str], needle: str, home: Path,
                           cli: Callable[..., CliResult], fakebin: Path) -> None:
