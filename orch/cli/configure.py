@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Annotated
 
@@ -44,7 +45,7 @@ def schedule(
         print(f"warning: no orch home at {obj.home} yet (run orch init)", file=sys.stderr)
     if cron:
         print(plan.crontab_line(install))
-        home = f"--home {obj.home} " if obj.home_option else ""
+        home = f"--home {shlex.quote(str(obj.home))} " if obj.home_option else ""
         print(f"add it with: (crontab -l 2>/dev/null; orch {home}schedule --cron) | crontab -",
               file=sys.stderr)
         return

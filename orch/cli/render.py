@@ -151,12 +151,16 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
 
 
 def config_values(report: dict[str, Any], file: str, width: int | None = None) -> None:
-    """`orch config show`: each setting, its value and its source; then the warnings."""
-    rows = [[v["key"], json.dumps(v["value"]), v["source"]] for v in report["values"]]
-    table(f"effective configuration ({file}; source: default, a line of it, or ORCH_*)",
-          ["key", "value", "source"], rows, width)
+    """`orch config show`: `key = value  (source)` per setting, wrapped at spaces, then the
+    warnings about ORCH_* variables that set nothing."""
+    out = console(width)
+    _say(out, f"the effective configuration of {file}, each value with its source: default, "
+              "a line of that file, or an ORCH_* variable", style="bold")
+    for value in report["values"]:
+        _say(out, f"{value['key']} = {json.dumps(value['value'])}  ({value['source']})",
+             hanging="    ")
     for warning in report["warnings"]:
-        print(f"warning: {warning}")
+        _say(out, f"warning: {warning}", hanging="    ")
 
 
 def tick_summary(report: dict[str, Any], *, dry_run: bool, quiet: bool) -> None:

@@ -73,6 +73,7 @@ def run_doctor(home: Path) -> DoctorReport:
     db_path = settings.db_path if settings is not None else home / DB_FILE
     readable, last_tick = _check_database(db_path, add)
     if settings is not None:
+        _check_variables(settings, add)
         env = _check_env_file(settings, add)
         _check_repos(settings, add)
         if pipeline is not None:
@@ -114,6 +115,15 @@ def _check_pipeline(settings: Settings, add: Add) -> Pipeline | None:
         return None
     add(Check("pipeline", OK, f"{pipeline.source}: {' -> '.join(pipeline.names)}"))
     return pipeline
+
+
+def _check_variables(settings: Settings, add: Add) -> None:
+    """warn about ORCH_* variables that set nothing (typos); silent when there is none."""
+    from orch.engine.commands.config_show import unknown_variables
+
+    warnings = unknown_variables(settings.environ)
+    if warnings:
+        add(Check("environment", WARN, "; ".join(warnings)))
 
 
 def _check_env_file(settings: Settings, add: Add) -> dict[str, str]:
@@ -198,7 +208,8 @@ def tick_check(last_tick_at: str | None, home: Path, now_s: float | None = None)
     """ok when a tick ran in the last 5 minutes; warn otherwise: cron seems not to run."""
 
 
-    hint = f" (crontab: * * * * * orch --home {shlex.quote(str(home))} tick --quiet)"
+    hint = (f" (`orch --home {shlex.quote(str(home))} schedule --cron` prints the crontab "
+            "line, `schedule --systemd --write` writes a systemd timer)")
     if not last_tick_at:
         return Check("tick", WARN, f"no tick has run yet: cron seems not to run{hint}")
     now = time.time() if now_s is None else now_s
