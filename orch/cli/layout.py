@@ -165,7 +165,7 @@ def reaper_lines(reaper: dict[str, Any], counters: dict[str, int], width: int,
     last = reaper["last_tick_at"]
     tick = "never" if not last else f"{human(last)} UTC ({short_age(age_s(last))} ago)"
     line = (f"reaper: {reaper['reaped_total']} reaped, {reaper['impossible_queued_total']} "
-            f"impossible queued sanitized; last tick {tick}")
+            f"sanitized; last tick {tick}")
     lines = wrap(line, width, style="dim", one_line=one_line)
     others = "  ".join(_counter(name, value) for name, value in counters.items()
                        if name not in ("reaped_total", "impossible_queued_total"))
