@@ -122,7 +122,11 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
         return 1
-    return int(result) if isinstance(result, int) else 0
+    code = int(result) if isinstance(result, int) else 0
+    if code == 130:  # typer's own Exit(130) for a Ctrl-C the command did not handle
+        _interrupted("the command stopped where it was; what it had committed stays, the "
+                     "rest was not done")
+    return code
 
 
 def _app_for(args: list[str]) -> typer.Typer:

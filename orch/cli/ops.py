@@ -161,9 +161,10 @@ def tick(
         report = run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
                           dry_run=dry_run)
     except KeyboardInterrupt:
-        raise Interrupted("the tick stopped where it was: what it had committed stays, a "
-                          "run it had started goes on (or is reaped), and the next tick "
-                          "does the rest") from None
+        raise Interrupted("the tick stopped where it was: what it had committed stays, the "
+                          "agent runs it started go on, and an inline run it was carrying "
+                          "out (tests, staging, merge, a command) was stopped; the next "
+                          "tick reaps and retries that one") from None
     if as_json:
         from orch.cli.render import emit_json
 
