@@ -69,6 +69,11 @@ Merging `{{branch}}` into `{{default_branch}}` stopped at conflicts in:
 
 {{merge_conflict}}
 
+If this stage changes code, first rebase `{{branch}}` onto `{{default_branch}}` inside
+the worktree (`git -C {{worktree}} rebase {{default_branch}}`), keep the intent of both
+sides in each file, `git -C {{worktree}} rebase --continue`, and commit any fix on
+`{{branch}}`.
+
 {{/merge_conflict}}
 {{#test_command}}
 The project's tests run with `{{test_command}}` in the worktree.
