@@ -72,7 +72,7 @@ def test_unknown_orch_variables_are_probable_typos(orch_home: Path, cli: Cli,
     assert report["warnings"] == [
         "ORCH_BUDGET_DAY_USD is ignored: budget cannot be set from the environment (only "
         "top-level values and flags can); set it in orch.yaml",
-        "ORCH_MAX_CONCURENCY is ignored: no orch setting has that name, a probable typo "
+        "ORCH_MAX_CONCURENCY is ignored: no setting has that name, a probable typo "
         "(did you mean ORCH_MAX_CONCURRENCY?)"]
     values = {v["key"]: v for v in report["values"]}
     assert values["max_concurrency"]["value"] == 1  # ignored, not applied

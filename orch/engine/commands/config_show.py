@@ -159,6 +159,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         guess = f" (did you mean {close[0]}?)" if close else ""
-        warnings.append(f"{name} is ignored: no orch setting has that name, a probable "
+        warnings.append(f"{name} is ignored: no setting has that name, a probable "
                         f"typo{guess}")
     return warnings
