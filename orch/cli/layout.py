@@ -69,12 +69,13 @@ def short_age(seconds: float | None) -> str:
 
 
 def repo_summary(name: str, gate: dict[str, Any], *, enabled: bool, tasks: int) -> str:
-    """`app: 1/1 slots, active 7; 15 waiting; 1 paused (FROZEN)` in one line."""
+    """`app: 17 open tasks; 1/1 slots; active: task 7; 15 waiting; 1 paused; FROZEN`."""
     slots = f"{len(gate['active'])}/{gate['max_active'] or '?'} slots"
     parts = [f"{name}: {tasks} open task{'s' if tasks != 1 else ''}",
              slots + (" (serial gate off)" if not enabled else "")]
     if gate["active"]:
-        parts.append("active " + ", ".join(map(str, gate["active"])))
+        ids = gate["active"]
+        parts.append(f"active: task{'s' if len(ids) > 1 else ''} " + ", ".join(map(str, ids)))
     parts.append(f"{len(gate['waiting'])} waiting")
     if gate["paused"]:
         parts.append(f"{len(gate['paused'])} paused")
