@@ -296,12 +296,16 @@ def testrun_summary(meta: dict[str, Any], body: str, *, workdir: Any, source: st
             print(body[sections:].rstrip("\n"))
 
 
-def doctor_checks(checks: list[dict[str, str]]) -> None:
-    """One line per check with its mark, then the counts."""
-    width = max((len(check["name"]) for check in checks), default=0)
+def doctor_checks(checks: list[dict[str, str]], width: int | None = None) -> None:
+    """One check per line with its mark, wrapped at spaces to the terminal's width under
+    its detail column, then the counts."""
+    out = console(width)
+    names = max((len(check["name"]) for check in checks), default=0)
     for check in checks:
         mark = DOCTOR_MARKS.get(check["status"], check["status"])
-        print(f"{mark} {check['name']:<{width}}  {check['detail']}")
+        lead = f"{mark} {check['name']:<{names}}  "
+        hanging = " " * (len(lead) if len(lead) <= out.width // 2 else 4)
+        _say(out, lead + check["detail"], hanging=hanging)
     counts = {status: sum(1 for c in checks if c["status"] == status) for status in DOCTOR_MARKS}
     print(f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failed")
 

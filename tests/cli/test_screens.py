@@ -246,6 +246,9 @@ def test_metrics_output_must_be_a_prom_file(orch_home: Path, cli: Cli, tmp_path:
 def test_doctor_and_config_show_fit_80_columns(orch_home: Path, cli: Cli,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
+    out = cli(orch_home, "doctor")[1]
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "schedule --cron" in " ".join(out.split())  # the hint, whole, over two lines
     code, out, _ = cli(orch_home, "config", "show")
     assert code == 0
     assert max(len(line) for line in out.splitlines()) <= 80
