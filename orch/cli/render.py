@@ -256,11 +256,11 @@ def gc_summary(report: dict[str, Any]) -> None:
             print(f"error: task {item['id']}: {item['error']}", file=sys.stderr)
     totals = report["totals"]
     verb = "would prune" if dry else "pruned"
-    print(f"{'dry run, nothing changed: ' if dry else ''}{totals['tasks']} closed task(s) "
-          f"older than {report['older_than_days']} day(s); {totals['worktrees']} worktree(s), "
-          f"{totals['branches_deleted']} branch(es) {'to delete' if dry else 'deleted'}, "
-          f"{totals['branches_kept']} kept; {verb} {totals['events']} event(s), "
-          f"{totals['runs']} run(s), {totals['logs']} log file(s)")
+    _say(console(), f"{'dry run, nothing changed: ' if dry else ''}{totals['tasks']} closed "
+         f"task(s) older than {report['older_than_days']} day(s); {totals['worktrees']} "
+         f"worktree(s), {totals['branches_deleted']} branch(es) "
+         f"{'to delete' if dry else 'deleted'}, {totals['branches_kept']} kept; {verb} "
+         f"{totals['events']} event(s), {totals['runs']} run(s), {totals['logs']} log file(s)")
 
 
 def snapshot_summary(result: dict[str, Any]) -> None:
