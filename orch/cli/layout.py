@@ -135,7 +135,10 @@ def _fold_text(members: list[dict[str, Any]], room: int | None) -> str:
 def _task_block(task: dict[str, Any], width: int, one_line: bool) -> Block:
     stage = task["stage"] + (f" r{task['round']}" if task["round"] else "")
     state = task["state"] + (", paused" if task["paused"] else "")
-    head = f"  {task['id']:>4}  {stage}  {state}  {short_age(task['age_s'])}  "
+    age, moved = short_age(task["age_s"]), task.get("moved_age_s")
+    if moved is not None and short_age(moved) != age:  # it moved since it was added
+        age += f", moved {short_age(moved)} ago"
+    head = f"  {task['id']:>4}  {stage}  {state}  {age}  "
     title = " ".join(task["title"].split())
     room = max(10, width - len(head))
     row = head + (title if len(title) <= room else title[:room - 1] + "…")

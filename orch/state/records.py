@@ -81,6 +81,7 @@ class Task(_Record):
     created_at: str
     updated_at: str
     hold_kind: HoldKind | None = None
+    moved_at: str | None = None
 
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"state": TaskState, "hold_kind": HoldKind}
     _FLAGS: ClassVar[tuple[str, ...]] = ("admitted",)

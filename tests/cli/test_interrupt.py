@@ -20,12 +20,13 @@ from pathlib import Path
 from support.cli import CliResult
 from support.demo import demo_env
 from support.engine import alive, wait_for
+from support.env import keep_env
 
 Cli = Callable[..., CliResult]
 
 
 def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return {k: v for k, v in os.environ.items() if keep_env(k)}
 
 
 def start(*args: str, environ: dict[str, str] | None = None, cwd: Path | None = None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.env import keep_env
 
 from orch.config import load_settings
 from orch.engine.commands.queue import build_queue
@@ -69,8 +70,9 @@ QUESTIONS_PIPELINE = textwrap.dedent("""\
       - {name: check, runner: human, on_fail: ask}
 """)
 
+# The SPEC's keys, and `moved_age_s`: how long ago the task's stage or state last changed.
 TASK_KEYS = {"id", "repo", "title", "stage", "state", "round", "paused", "pause_reason",
-             "hold_reason", "age_s", "reason"}
+             "hold_reason", "age_s", "moved_age_s", "reason"}
 RUNNING_KEYS = {"job", "task", "stage", "runner", "pid", "age_s", "heartbeat_age_s"}
 
 
@@ -126,7 +128,7 @@ def ago(seconds: float) -> str:
 
 
 def orch_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return {k: v for k, v in os.environ.items() if keep_env(k)}
 
 
 def wait_for_running(home: Path, job_id: int, timeout_s: float = 10.0) -> None:

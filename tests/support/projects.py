@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from support import unavailable
+from support.env import keep_env
 from support.git import run_git
 
 BUGGY = "def add(a, b):\n    return a - b\n"
@@ -43,7 +44,7 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for uv and Poetry in tests: no active virtualenv, no download of a
     Python, the tools' directory first on PATH."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("ORCH_")}
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH") and keep_env(k)}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     env["UV_PYTHON_DOWNLOADS"] = "never"
     return env | (extra or {})

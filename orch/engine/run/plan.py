@@ -32,6 +32,8 @@ class AgentPlan:
     heartbeat_interval_s: int
     cancel_grace_s: int
     state: str                  # where the state lives (the SQLite file)
+    home: str = ""              # the home, for the kick when the run ends
+    kick: bool = False          # flags.kick_enabled
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -89,4 +91,5 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         cwd=str(home.worktree(task.repo, task.id)), timeout_s=float(role.timeout_s),
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
-        cancel_grace_s=engine.settings.cancel_grace_s, state=str(engine.settings.db_path))
+        cancel_grace_s=engine.settings.cancel_grace_s, state=str(engine.settings.db_path),
+        home=str(home.root), kick=engine.settings.flags.kick_enabled)
