@@ -98,13 +98,15 @@ def _duration(run: dict[str, Any]) -> str:
 
 def _runs_table(detail: dict[str, Any], width: int | None) -> None:
     stage_of = {job["id"]: job["stage"] for job in detail["jobs"]}
+    denied = any(r.get("denials") for r in detail["runs"])  # a column only when it says so
     rows = [[r["id"], r["job_id"], stage_of.get(r["job_id"], "?"), human(r["started_at"]),
              _duration(r), r["outcome"] or "running",
              r["exit_code"] if r["exit_code"] is not None else "",
-             f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else ""]
+             f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else "",
+             *([r.get("denials") or ""] if denied else [])]
             for r in detail["runs"]]
-    table("runs", ["run", "job", "stage", "started", "took", "outcome", "exit", "cost"], rows,
-          width)
+    table("runs", ["run", "job", "stage", "started", "took", "outcome", "exit", "cost",
+                   *(["denied"] if denied else [])], rows, width)
     costs = [r["cost_usd"] for r in detail["runs"] if r["cost_usd"] is not None]
     total = f"${sum(costs):.2f}" if costs else "none reported"
     print(f"cost of the task: {total} ({len(costs)} of {len(detail['runs'])} runs report one)")

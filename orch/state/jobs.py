@@ -23,7 +23,7 @@ OWNERSHIP = ("run_id", "pid", "pid_started", "boot_id", "started_at", "heartbeat
              "heartbeat_mono")
 _CLEAR_OWNERSHIP = ", ".join(f"{column} = NULL" for column in OWNERSHIP)
 _FINISHED = "('succeeded', 'failed', 'cancelled')"
-COST_COUNTER = "cost_microusd_total"  # every run's cost_usd, in micro-USD (schema V6)
+COST_COUNTER = "cost_microusd_total"  # every run's cost_usd, in micro-USD (schema V7)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ def heartbeat(db: Database, job_id: int, run_id: int, *, at: str, mono: float) -
 def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
                outcome: str, error: str | None = None, session_id: str | None = None,
                cost_usd: float | None = None, tokens: int | None = None,
-               detail: str | None = None, expect_pid: int | None = None) -> bool:
+               detail: str | None = None, expect_pid: int | None = None, denials: int = 0,
+               fault: str | None = None) -> bool:
     """End a run: the job becomes succeeded/failed and waits to be judged (fenced by run_id,
     and by the owner's pid when given: a tick never ends a run its supervisor took over)."""
 
@@ -167,7 +168,8 @@ def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
     if changed != 1:
         return False
     runs.record_finish(db, run_id, at=at, exit_code=exit_code, outcome=outcome,
-                       session_id=session_id, cost_usd=cost_usd, tokens=tokens, detail=detail)
+                       session_id=session_id, cost_usd=cost_usd, tokens=tokens, detail=detail,
+                       denials=denials, fault=fault)
     if cost_usd:
         counters.bump(db, COST_COUNTER, round(cost_usd * 1_000_000))
     return True

@@ -145,6 +145,8 @@ class Run(_Record):
     attempt: int
     base_commit: str | None
     detail: str | None
+    denials: int
+    fault: str | None
 
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"outcome": RunOutcome}
 

@@ -169,9 +169,16 @@ ALTER TABLE tasks ADD COLUMN moved_at TEXT;
 UPDATE tasks SET moved_at = updated_at
 """
 
+# What an agent's own output said about its run: how many permission denials it
+# reported (shown, left to the gate) and the fault it named (`auth`: a HOLD).
+V6_RUN_DENIALS_AND_FAULT = """
+ALTER TABLE runs ADD COLUMN denials INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN fault TEXT;
+"""
+
 # The money the agents' runs cost, as a counter (in micro-USD: counters are integers) that
 # `orch metrics` shows as orch_cost_usd_total; it starts from what the runs recorded so far.
-V6_COST_COUNTER = """
+V7_COST_COUNTER = """
 INSERT INTO counters (name, value)
     SELECT 'cost_microusd_total', CAST(round(coalesce(sum(cost_usd), 0) * 1000000) AS INTEGER)
     FROM runs WHERE true
@@ -179,7 +186,8 @@ ON CONFLICT (name) DO NOTHING;
 """
 
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                               V4_HOLD_KIND, V5_FLAT_TICK, V6_COST_COUNTER)
+                               V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT,
+                               V7_COST_COUNTER)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

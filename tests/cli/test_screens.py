@@ -117,8 +117,12 @@ def test_queue_watch_fits_80x30_with_20_tasks(busy_home: Path, tmp_path: Path) -
         tmux(socket, "send-keys", "-t", session, "C-c")
         wait_for(lambda: tmux(socket, "display", "-p", "-t", session, "#{pane_dead}").strip()
                  == "1", 15, "orch queue --watch to exit on Ctrl-C")
-        status = tmux(socket, "display", "-p", "-t", session, "#{pane_dead_status}").strip()
-        assert status == "130"
+        # how it ended: an exit status, or the signal that killed it (read again while the
+        # server, busy under load, answers nothing)
+        ending = wait_for(lambda: tmux(socket, "display", "-p", "-t", session,
+                                       "#{pane_dead_status}/#{pane_dead_signal}").strip()
+                          .strip("/"), 15, "tmux to report how the pane ended")
+        assert ending == "130", ending
         after = "\n".join(capture(socket, session))
         assert "interrupted: stopped watching the queue; it only reads, so nothing was " \
                "changed" in after
@@ -252,7 +256,10 @@ def test_doctor_and_config_show_fit_80_columns(orch_home: Path, cli: Cli,
     code, out, _ = cli(orch_home, "config", "show")
     assert code == 0
     assert max(len(line) for line in out.splitlines()) <= 80
-    assert '"Bash(git:*),Bash(python:*),Bash(pytest:*),Edit,Write",' in out.split()
+    # the developer's long command wraps at spaces only: joined again, it is whole
+    values = json.loads(cli(orch_home, "config", "show", "--json")[1])["values"]
+    command = next(v["value"] for v in values if v["key"] == "agents.developer.command")
+    assert len(json.dumps(command)) > 80 and json.dumps(command) in " ".join(out.split())
 
 
 def test_the_queue_text_folds_but_json_keeps_every_task(busy_home: Path, cli: Cli,

@@ -190,6 +190,7 @@ def _with_overrides(plan: TestRunPlan, request: TestRunRequest) -> TestRunPlan:
 def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
     """Plan the run, run the tests (then the smoke commands), write the report if asked."""
     from orch.agents import run_environment
+    from orch.procs.marks import adhoc_mark
     from orch.runners.test_runner import run_tests
 
     plan = plan_test_run(settings, request)
@@ -197,8 +198,9 @@ def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
         env: dict[str, str] | None = run_environment(settings, {}, plan.env)
     else:
         env = {**settings.environ, **plan.env} if plan.env else None
+    # a mark of its own (it is no run of a home): nothing the tests start outlives them
     outcome = run_tests(plan.workdir, plan.settings, report_path=None, env=env,
-                        grace_s=settings.cancel_grace_s)
+                        grace_s=settings.cancel_grace_s, mark=adhoc_mark())
     if plan.report is not None:
         _write_report(plan.report, outcome)
     return TestRunResult(plan, outcome)
