@@ -10,6 +10,7 @@ from typing import Annotated, TextIO
 import typer
 
 from orch.cli.context import AppContext
+from orch.errors import Interrupted
 
 
 def test_run(
@@ -45,11 +46,14 @@ def test_run(
     from orch.engine.commands.testrun import TestRunRequest, run_test_run
 
     obj: AppContext = ctx.obj
-    settings = obj.settings if task is not None else obj.settings_if_home()
+    request = TestRunRequest(path=path, target=target, timeout_s=timeout, report=report,
+                             task_id=task)
     echo = None if quiet else _live_echo(sys.stderr if as_json else sys.stdout)
-    result = run_test_run(settings, TestRunRequest(path=path, target=target,
-                                                       timeout_s=timeout, report=report,
-                                                       task_id=task), echo=echo)
+    try:
+        result = run_test_run(obj.settings, request, echo=echo)
+    except KeyboardInterrupt:
+        raise Interrupted("the test run stopped: its whole process tree was killed and no "
+                          "verdict was written (no report, no test exit status)") from None
     if as_json:
         from orch.cli.render import emit_json
 
