@@ -50,7 +50,8 @@ def test_run(
                              task_id=task)
     echo = None if quiet else _live_echo(sys.stderr if as_json else sys.stdout)
     try:
-        result = run_test_run(obj.settings, request, echo=echo)
+        settings = obj.settings if task is not None else obj.settings_if_home()
+        result = run_test_run(settings, request, echo=echo)
     except KeyboardInterrupt:
         raise Interrupted("the test run stopped: its whole process tree was killed and no "
                           "verdict was written (no report, no test exit status)") from None
