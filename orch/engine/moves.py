@@ -51,6 +51,7 @@ def apply_verdict(engine: Engine, job: Job, verdict: Verdict, reason: str) -> bo
     """Judge a finished job once and move its task; False when it was judged already."""
     db = engine.db
     with db.transaction():
+        tasks.lock_of_job(db, job.id)  # the task first, then the job (see tasks.get)
         fresh = jobs.get(db, job.id)
         if fresh is None or fresh.judged or fresh.status not in FINISHED \
                 or fresh.run_id != job.run_id:

@@ -18,10 +18,11 @@ _SETTABLE = frozenset({"base_commit", "detail", "session_id", "cost_usd", "token
                        "exit_code", "finished_at"})
 
 
-def create(db: Database, job_id: int, started_at: str, attempt: int, log_dir: str) -> int:
-    """A new run of a job, with its log path `job-J-run-R.log` under `log_dir`."""
-    run_id = db.insert("INSERT INTO runs (job_id, started_at, attempt) VALUES (?, ?, ?) "
-                       "RETURNING id", (job_id, started_at, attempt))
+def create(db: Database, job_id: int, started_at: str, attempt: int, log_dir: str,
+           host: str | None = None) -> int:
+    """A new run of a job on HOST, with its log path `job-J-run-R.log` under `log_dir`."""
+    run_id = db.insert("INSERT INTO runs (job_id, started_at, attempt, host) "
+                       "VALUES (?, ?, ?, ?) RETURNING id", (job_id, started_at, attempt, host))
     db.execute("UPDATE runs SET log_path = ? WHERE id = ?",
                (f"{log_dir}/job-{job_id}-run-{run_id}.log", run_id))
     return run_id

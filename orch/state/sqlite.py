@@ -99,6 +99,20 @@ class SqliteDatabase(Database):
         lines = [str(row[0]) for row in rows]
         return [] if lines == ["ok"] else lines
 
+    def moved_to(self) -> str | None:
+        value = self.scalar("SELECT value FROM meta WHERE key = 'moved_to'") \
+            if self.has_table("meta") else None
+        return None if value is None else str(value)
+
+    def set_moved_to(self, location: str) -> None:
+        self.execute("INSERT INTO meta (key, value) VALUES ('moved_to', ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (location,))
+
+    def table_names(self) -> list[str]:
+        return [str(row["name"]) for row in self.all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")]
+
     def has_table(self, name: str) -> bool:
         return self.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                            (name,)) is not None

@@ -43,7 +43,8 @@ def apply_each(ids: Iterable[int], action: Callable[[int], str]) -> list[ActionR
 
 
 def _open_task(db: Database, task_id: int, verb: str) -> Task:
-    task = tasks.get(db, task_id)
+    """The open task, its row locked for the caller's transaction (see tasks.get)."""
+    task = tasks.get(db, task_id, lock=True)
     if task is None:
         raise NotFoundError(f"no such task: {task_id}")
     if task.closed:
@@ -130,7 +131,7 @@ def cancel(settings: Settings, db: Database, task_id: int) -> str:
 def _kill_run(settings: Settings, job: Job, run: Run | None) -> None:
     """Terminate what runs for a cancelled job on this machine (never a reused pid)."""
 
-    if not procs.Identity.here().is_local(job.host, job.boot_id):
+    if not procs.Identity.here(settings.host_name).is_local(job.host, job.boot_id):
         return
     if run is not None and run.pgid:
         procs.kill_group(int(run.pgid), run.pgid_started, settings.cancel_grace_s)

@@ -30,7 +30,7 @@ class AgentPlan:
     output: str | None          # claude-json, codex-jsonl or None
     heartbeat_interval_s: int
     cancel_grace_s: int
-    state: str                  # where the state lives (the SQLite file)
+    state: str                  # where the state lives (the SQLite file or the PostgreSQL URL)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -72,4 +72,4 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         cwd=str(home.worktree(task.repo, task.id)), timeout_s=float(role.timeout_s),
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
-        cancel_grace_s=engine.settings.cancel_grace_s, state=str(engine.settings.db_path))
+        cancel_grace_s=engine.settings.cancel_grace_s, state=engine.settings.state_location)

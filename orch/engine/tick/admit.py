@@ -4,7 +4,10 @@
 id, `max_active` slots; paused tasks are skipped and do not block; held and
 needs-input tasks that are not paused keep their slot; a paused task keeps
 its slot only while its job still runs. Each repo is admitted in one write
-transaction, so overlapping ticks never exceed max_active.
+transaction, so overlapping ticks never exceed max_active; on a state shared
+by several hosts the transaction first takes the repo's advisory lock, the
+slots count every host's tasks, `max_active` is the strictest among live
+hosts, and a task admitted here is pinned to this host (`tasks.host`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,19 @@ def occupies_slot(task: Task, running_tasks: set[int]) -> bool:
 
 
 def choose_admissions(open_tasks: list[Task], max_active: int, *, gate_enabled: bool,
-                      frozen: bool, running_tasks: set[int]) -> list[int]:
-    """Ids of the waiting tasks of one repo to admit now, in FIFO order."""
+                      frozen: bool, running_tasks: set[int], host: str | None = None
+                      ) -> list[int]:
+    """Ids of the waiting tasks of one repo to admit now, in FIFO order.
+
+    With HOST (a state shared by several hosts), the slots are counted over every
+    host's tasks of the repo, but only tasks that are unpinned or pinned to HOST are
+    admitted here; a waiting task pinned to another host is its host's to admit.
+    """
     if frozen:
         return []
     ordered = sorted(open_tasks, key=lambda t: (-t.priority, t.id))
-    candidates = [t.id for t in ordered if t.state == TaskState.WAITING and not t.paused]
+    candidates = [t.id for t in ordered if t.state == TaskState.WAITING and not t.paused
+                  and (host is None or t.host in (None, host))]
     if not gate_enabled:
         return candidates
     used = sum(1 for t in ordered if occupies_slot(t, running_tasks))
@@ -43,7 +53,7 @@ def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     db = engine.db
     by_repo: dict[str, list[Task]] = {}
     for row in tasks.open_tasks(db):
-        if _hold_if_stage_gone(engine, row):
+        if _mine(engine, row) and _hold_if_stage_gone(engine, row):
             continue
         by_repo.setdefault(row.repo, []).append(row)
     frozen = repos.frozen_repos(db)
@@ -54,6 +64,7 @@ def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     def admit_repo(repo: str) -> list[int]:
         try:
             with db.transaction():
+                db.lock_key(f"orch:admit:{repo}")  # hosts admitting for one repo take turns
                 return _admit_repo(engine, repo, frozen=repo in frozen)
         except Exception as exc:
             raise RuntimeError(f"repo {repo}: {exc}") from exc
@@ -62,6 +73,11 @@ def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     for _, ids in isolate(engine, busy, admit_repo, lambda repo: (None, None)):
         admitted += ids
     return admitted
+
+
+def _mine(engine: Engine, task: Task) -> bool:
+    """A task this host may act on: unpinned, or pinned here (always, on SQLite)."""
+    return engine.pinned_host is None or task.host in (None, engine.pinned_host)
 
 
 def _hold_if_stage_gone(engine: Engine, task: Task) -> bool:
@@ -73,7 +89,7 @@ def _hold_if_stage_gone(engine: Engine, task: Task) -> bool:
             engine.pipeline.get(task.stage) is not None:
         return False
     with engine.db.transaction():
-        fresh = tasks.get(engine.db, task.id)
+        fresh = tasks.get(engine.db, task.id, lock=True)
         if fresh is None or fresh.state != task.state or fresh.stage != task.stage:
             return False
         carry_out(engine, fresh, None, machine.enter(engine.pipeline, fresh.stage, fresh.round),
@@ -86,10 +102,10 @@ def _repo_has_work(engine: Engine, repo: str, rows: list[Task], frozen: bool,
     """A cheap look outside any transaction: a slot to release or a task to admit?"""
     if any(r.admitted and r.paused and r.id not in running for r in rows):
         return True
-    config = engine.settings.repos.get(repo)
-    return bool(choose_admissions(rows, config.max_active if config else 1,
+    return bool(choose_admissions(rows, engine.hosts.repo_max_active(repo),
                                   gate_enabled=engine.settings.flags.serial_gate_enabled,
-                                  frozen=frozen, running_tasks=running))
+                                  frozen=frozen, running_tasks=running,
+                                  host=engine.pinned_host))
 
 
 def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
@@ -103,19 +119,18 @@ def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
             events.record(db, "slot-released", "paused with no running job", task_id=row.id)
             row = tasks.get(db, row.id) or row
         kept.append(row)
-    config = engine.settings.repos.get(repo)
-    chosen = choose_admissions(kept, config.max_active if config else 1,
+    chosen = choose_admissions(kept, engine.hosts.repo_max_active(repo),
                                gate_enabled=engine.settings.flags.serial_gate_enabled,
-                               frozen=frozen, running_tasks=running)
+                               frozen=frozen, running_tasks=running, host=engine.pinned_host)
     from orch.gitops import branch_name  # lazily: most ticks admit nothing
 
     for task_id in chosen:
         row = next(r for r in kept if r.id == task_id)
         branch = row.branch or branch_name(task_id, row.title)
-        if tasks.update(db, task_id, expect={"state": TaskState.WAITING},
-                        state=TaskState.ACTIVE, admitted=True, branch=branch):
+        if tasks.update(db, task_id, expect={"state": TaskState.WAITING, "host": row.host},
+                        state=TaskState.ACTIVE, admitted=True, branch=branch, host=engine.host):
             events.record(db, "admitted", f"serial gate admitted it to {repo} "
-                          f"(branch {branch})", task_id=task_id)
+                          f"(branch {branch}, host {engine.host})", task_id=task_id)
     return chosen
 
 

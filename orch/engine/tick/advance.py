@@ -24,7 +24,8 @@ RETRY_OUTCOMES = {RunOutcome.FAILED: "the run failed", RunOutcome.TIMEOUT: "the 
 
 def advance_all(engine: Engine) -> None:
     """Judge every finished, unjudged job; one that raises is recorded and skipped."""
-    for _ in isolate(engine, jobs.unjudged(engine.db), lambda job: judge_job(engine, job),
+    for _ in isolate(engine, jobs.unjudged(engine.db, engine.pinned_host),
+                     lambda job: judge_job(engine, job),
                      lambda job: (job.task_id, job.id)):
         pass
 

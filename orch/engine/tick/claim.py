@@ -39,7 +39,8 @@ def claim_and_start(engine: Engine, here: Identity, max_claims: int,
             break  # nothing queued: no write lock taken
         owner = Owner(here.pid, here.started, here.host, here.boot_id, monotonic())
         got = jobs.claim_next(engine.db, now=now_iso(), runnable_at=engine.started_at,
-                              max_concurrency=engine.settings.max_concurrency,
+                              max_concurrency=engine.hosts.global_limit(),
+                              host_limit=engine.settings.host_limit,
                               owner=owner, log_dir=str(logs), exclude_repos=tuple(unavailable))
         if got is None:
             break
@@ -127,6 +128,7 @@ def _stage_gone(engine: Engine, task: Task, job: Job, run: Run) -> bool:
         return False
     move = machine.enter(engine.pipeline, job.stage, task.round)
     with engine.db.transaction():
+        tasks.get(engine.db, task.id, lock=True)
         runs.end(engine.db, run.id, RunOutcome.CANCELLED, f"not started: {move.note}")
         fresh = jobs.get(engine.db, job.id)
         assert fresh is not None
@@ -147,7 +149,7 @@ def _over_budget(engine: Engine, task: Task, job: Job, run: Run) -> bool:
     if which is None:
         return False
     with engine.db.transaction():
-        fresh_task = tasks.get(engine.db, task.id)
+        fresh_task = tasks.get(engine.db, task.id, lock=True)
         fresh = jobs.get(engine.db, job.id)
         assert fresh is not None
         runs.end(engine.db, run.id, RunOutcome.CANCELLED, f"not started: {which}")

@@ -10,6 +10,7 @@ another process is never signalled.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orch import machine, procs
@@ -31,9 +32,16 @@ class Liveness:
 
 
 def check_liveness(job: Job, here: Identity, timeout_s: float, now_mono: float,
-                   now_wall: float) -> Liveness:
-    """Is a running job's owner still alive? Evidence names the check that said dead."""
+                   now_wall: float, host_alive: Callable[[str], bool] = lambda _: False
+                   ) -> Liveness:
+    """Is a running job's owner still alive? Evidence names the check that said dead.
+
+    A job of another host is that host's while HOST_ALIVE says its row is fresh
+    (SPEC section 11); once the host is dead or unknown, the job's wall-clock
+    heartbeat alone decides, and nothing of it is ours to signal."""
     if job.host and job.host != here.host:
+        if host_alive(job.host):
+            return Liveness(False, f"host {job.host} is alive: its own tick judges it", False)
         age = now_wall - epoch_of(job.heartbeat_at) if job.heartbeat_at else None
         if age is None or age > timeout_s:
             return Liveness(True, f"heartbeat from host {job.host} is stale "
@@ -65,7 +73,8 @@ def reap(engine: Engine, here: Identity) -> list[int]:
     timeout = engine.settings.heartbeat_timeout_s
 
     def reap_if_dead(job: Job) -> bool:
-        verdict = check_liveness(job, here, timeout, monotonic(), time.time())
+        verdict = check_liveness(job, here, timeout, monotonic(), time.time(),
+                                 engine.hosts.is_alive)
         return verdict.dead and _reap_one(engine, job, verdict)
 
     return [job.id for job, reaped in isolate(engine, jobs.running(engine.db), reap_if_dead,
@@ -117,6 +126,7 @@ def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
     killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
     db = engine.db
     with db.transaction():
+        tasks.lock_of_job(db, job.id)  # the task first, then the job (see tasks.get)
         fresh = jobs.get(db, job.id)
         if fresh is None or fresh.status != JobStatus.RUNNING or fresh.run_id != job.run_id \
                 or fresh.pid != job.pid:
