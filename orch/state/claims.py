@@ -81,6 +81,13 @@ def ensure_slots(db: Database, host: str, global_slots: int, host_slots: int) ->
                (GLOBAL, max(0, global_slots), host_scope(host), max(0, host_slots)))
 
 
+def _missing_slots(db: Database, scope: str, global_limit: int, host_limit: int) -> bool:
+    """Are there fewer slot rows than the limits ask for (a limit raised meanwhile)?"""
+    row = db.one("SELECT count(*) FILTER (WHERE scope = ?) AS g, "
+                 "count(*) FILTER (WHERE scope = ?) AS h FROM run_slots", (GLOBAL, scope))
+    return row is not None and (row["g"] < global_limit or row["h"] < host_limit)
+
+
 def claim_shared(db: Database, *, now: str, runnable_at: str, global_limit: int,
                  host_limit: int, owner_pid: int, owner_started: int | None, host: str,
                  boot_id: str, mono: float, log_dir: str, exclude_repos: tuple[str, ...],
@@ -91,7 +98,13 @@ def claim_shared(db: Database, *, now: str, runnable_at: str, global_limit: int,
         slots = db.one(_TAKE_SLOTS, (GLOBAL, global_limit, GLOBAL, global_limit,
                                      scope, host_limit, scope, host_limit))
         if slots is None:
-            return None
+            if not _missing_slots(db, scope, global_limit, host_limit):
+                return None
+            ensure_slots(db, host, global_limit, host_limit)  # limits raised since the tick
+            slots = db.one(_TAKE_SLOTS, (GLOBAL, global_limit, GLOBAL, global_limit,
+                                         scope, host_limit, scope, host_limit))
+            if slots is None:
+                return None
         row = db.one(_TAKE_JOB, (owner_pid, owner_started, host, boot_id, now, now, mono,
                                  runnable_at, host, list(exclude_repos)))
         if row is None:
