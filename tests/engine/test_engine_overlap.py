@@ -26,10 +26,10 @@ import pytest
 from support.db import RawDb
 from support.engine import EngineHome, finished, wait_for, write_script
 
+from orch.engine.commands.init import open_state
 from orch.engine.context import Engine
 from orch.engine.tick.advance import judge_job
 from orch.state import jobs as jobs_state
-from orch.engine.commands.init import open_state
 
 NO_GATE = {"serial_gate_enabled": False}
 

@@ -20,8 +20,8 @@ from support.engine import EngineHome, finished, wait_for, write_script
 from orch.cli import run as cli_run
 from orch.config import load_settings
 from orch.engine.commands.actions import approve_or_reject, pause, resume
-from orch.engine.tick import run_tick
 from orch.engine.commands.init import open_state
+from orch.engine.tick import run_tick
 from orch.pipeline import load_pipeline
 
 PY = sys.executable

@@ -28,10 +28,10 @@ import yaml
 
 from orch import procs
 from orch.config import Settings, load_settings
+from orch.engine.commands.init import open_state
 from orch.engine.tick import TickReport, run_tick
 from orch.machine import Pipeline
 from orch.pipeline import load_pipeline
-from orch.engine.commands.init import open_state
 from orch.state.db import Database
 from support.db import RawDb
 from support.git import make_repo
