@@ -42,6 +42,15 @@ def per_host(db: Database, name: str) -> dict[str, int]:
     return result
 
 
+def last_tick(db: Database) -> str | None:
+    """When the last tick ended: meta on SQLite; the newest host's on a shared state."""
+    if db.multi_host:
+        from orch.state import hosts
+
+        return hosts.last_tick_at(db)
+    return get_meta(db, "last_tick_at")
+
+
 def get_meta(db: Database, key: str) -> str | None:
     value = db.scalar("SELECT value FROM meta WHERE key = ?", (key,))
     return None if value is None else str(value)

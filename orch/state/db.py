@@ -156,3 +156,23 @@ class Database(ABC):
     def table_names(self) -> list[str]:
         """Every table of orch's schema."""
         raise NotImplementedError
+
+    # -- copying a whole state (orch state migrate) ---------------------------------
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of TABLE, in table order."""
+        raise NotImplementedError
+
+    def insert_many(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ROWS (values in COLUMNS' order) as they are, ids included."""
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        for row in rows:
+            self.execute(sql, row)
+
+    def lock_for_copy(self, tables: Sequence[str]) -> None:  # noqa: B027 (SQLite: BEGIN IMMEDIATE)
+        """Inside a transaction: no other writer until it ends (reads go on)."""
+
+    def set_sequence_past(self, table: str) -> None:  # noqa: B027 (SQLite's AUTOINCREMENT does)
+        """After rows were copied with their ids: new rows get ids past them."""

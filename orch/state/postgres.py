@@ -27,6 +27,7 @@ without any password, and no message carries one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -191,6 +192,27 @@ class PostgresDatabase(Database):
         return [str(row["name"]) for row in self.all(
             "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() "
             "ORDER BY tablename")]
+
+    def columns(self, table: str) -> list[str]:
+        return [str(row["name"]) for row in self.all(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+            (table,))]
+
+    def insert_many(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """COPY ... FROM STDIN: a history of a million rows copies in seconds."""
+        try:
+            with self.conn.cursor() as cursor, \
+                    cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(_stored(row))
+        except psycopg.Error as exc:
+            raise translate(exc, self.location) from exc
+
+    def lock_for_copy(self, tables: Sequence[str]) -> None:
+        """Every host's writes wait until the copy ends; reads go on."""
+        self.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
 
     def set_sequence_past(self, table: str) -> None:
         """After rows were copied with their ids: the table's id sequence continues past them."""

@@ -62,18 +62,27 @@ def set_fields(db: Database, run_id: int, **fields: Any) -> None:
 
 def record_finish(db: Database, run_id: int, *, at: str, exit_code: int | None, outcome: str,
                   session_id: str | None, cost_usd: float | None, tokens: int | None,
-                  detail: str | None) -> None:
+                  detail: str | None, log_tail: str | None = None) -> None:
     db.execute(
         "UPDATE runs SET finished_at = ?, exit_code = ?, outcome = ?, session_id = ?, "
-        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail) WHERE id = ?",
-        (at, exit_code, str(outcome), session_id, cost_usd, tokens, detail, run_id))
+        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail), "
+        "log_tail = coalesce(?, log_tail) WHERE id = ?",
+        (at, exit_code, str(outcome), session_id, cost_usd, tokens, detail, log_tail, run_id))
 
 
-def end(db: Database, run_id: int, outcome: str, detail: str | None = None) -> None:
+def end(db: Database, run_id: int, outcome: str, detail: str | None = None,
+        log_tail: str | None = None) -> None:
     """Close a run row that ended without a normal finish (reaped, cancelled)."""
     db.execute("UPDATE runs SET finished_at = coalesce(finished_at, ?), "
-               "outcome = coalesce(outcome, ?), detail = coalesce(?, detail) WHERE id = ?",
-               (now_iso(), str(outcome), detail, run_id))
+               "outcome = coalesce(outcome, ?), detail = coalesce(?, detail), "
+               "log_tail = coalesce(?, log_tail) WHERE id = ?",
+               (now_iso(), str(outcome), detail, log_tail, run_id))
+
+
+def log_tail(db: Database, run_id: int) -> str | None:
+    """The last 64 KiB of a run's log, stored when it ended (shared states only)."""
+    value = db.scalar("SELECT log_tail FROM runs WHERE id = ?", (run_id,))
+    return None if value is None else str(value)
 
 
 def task_cost(db: Database, task_id: int) -> float:

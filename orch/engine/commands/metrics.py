@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orch.errors import RefusedError
-from orch.state import counters, jobs, maint
+from orch.state import counters, hosts, jobs, maint
 from orch.state.db import Database
 from orch.timeutil import epoch_of
 
@@ -51,9 +51,21 @@ class Metrics:
     last_tick_at: float | None  # epoch seconds
     oldest_waiting_age_s: float
     taken_at: float = field(default_factory=time.time)
+    hosts: tuple[HostGauges, ...] = ()
 
 
-def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None) -> Metrics:
+@dataclass(frozen=True)
+class HostGauges:
+    """One host of the state (SPEC section 11), by the database's clock."""
+
+    name: str
+    up: bool
+    last_seen_age_s: float
+    jobs_running: int
+
+
+def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None,
+            host_timeout_s: float = 300) -> Metrics:
     """Read the metrics; STAGES (the pipeline's) get zero series for every open state."""
 
     moment = time.time() if now is None else now
@@ -64,14 +76,20 @@ def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None
         tasks[(str(row["stage"]), str(row["state"]))] = int(row["n"])
     for stage, name in CLOSED_COUNTERS:
         tasks[(stage, "closed")] = values.get(name, 0)
-    last = counters.get_meta(db, "last_tick_at")
+    last = counters.last_tick(db)
     waiting = maint.oldest_waiting_since(db)
     return Metrics(
         counters=values, tasks=tasks, jobs_running=jobs.running_count(db),
         jobs_queued=jobs.queued_count(db),
         last_tick_at=epoch_of(last) if last else None,
         oldest_waiting_age_s=max(0.0, moment - epoch_of(waiting)) if waiting else 0.0,
-        taken_at=moment)
+        taken_at=moment, hosts=host_gauges(db, host_timeout_s))
+
+
+def host_gauges(db: Database, host_timeout_s: float) -> tuple[HostGauges, ...]:
+    running = hosts.running_by_host(db)
+    return tuple(HostGauges(host.name, host.alive(host_timeout_s), host.age_s,
+                            running.get(host.name, 0)) for host in hosts.all_hosts(db))
 
 
 def metric_name(counter: str) -> str:
@@ -119,7 +137,24 @@ def render(metrics: Metrics) -> str:
     lines += _family("orch_oldest_waiting_task_age_seconds", "gauge",
                      "Seconds since the oldest task waiting for a serial-gate slot last "
                      "changed (0: none waits).", [("", round(metrics.oldest_waiting_age_s, 3))])
+    lines += _host_families(metrics.hosts)
     return "\n".join(lines) + "\n"
+
+
+def _host_families(gauges: tuple[HostGauges, ...]) -> list[str]:
+    """Per-host gauges (SPEC section 11); one series per row of `hosts`."""
+    if not gauges:
+        return []
+    label = [(f'{{host="{_label(g.name)}"}}', g) for g in gauges]
+    lines = _family("orch_host_up", "gauge", "1 while the host's last tick is younger than "
+                    "host_timeout_s (by the database's clock), else 0.",
+                    [(key, int(g.up)) for key, g in label])
+    lines += _family("orch_host_last_seen_age_seconds", "gauge",
+                     "Seconds since the host's last tick wrote its heartbeat row.",
+                     [(key, round(g.last_seen_age_s, 3)) for key, g in label])
+    lines += _family("orch_host_jobs_running", "gauge", "Jobs running on the host now.",
+                     [(key, g.jobs_running) for key, g in label])
+    return lines
 
 
 def write_textfile(path: Path, text: str) -> None:

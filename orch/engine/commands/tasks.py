@@ -1,4 +1,4 @@
-"""Task operations behind `orch task ...`: add, import, list, show."""
+"""Task operations behind `orch task ...`: add, import, list, show, move."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 from orch.artifacts import TASK_FILE, write_document
 from orch.config import Settings
-from orch.errors import ConfigError, NotFoundError, UsageError
-from orch.state import events, jobs, runs, tasks
+from orch.errors import ConfigError, NotFoundError, RefusedError, UsageError
+from orch.model import JobStatus
+from orch.state import artifacts, events, jobs, runs, tasks
 from orch.state.db import Database
 from orch.state.records import Task
 from orch.yamlio import load_yaml
@@ -26,11 +27,13 @@ class NewTask:
     priority: int = 0
 
 
-def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None:
-    """Unknown repo: exit 3; an empty title: a usage error."""
+def validate_new_task(settings: Settings, new: NewTask, where: str = "",
+                      elsewhere: frozenset[str] = frozenset()) -> None:
+    """Unknown repo: exit 3; an empty title: a usage error. ELSEWHERE: the repos that
+    live hosts of a shared state have (SPEC section 11: any of them is accepted)."""
     prefix = f"{where}: " if where else ""
-    if new.repo not in settings.repos:
-        known = ", ".join(sorted(settings.repos)) or "none configured"
+    if new.repo not in settings.repos and new.repo not in elsewhere:
+        known = ", ".join(sorted(set(settings.repos) | elsewhere)) or "none configured"
         raise NotFoundError(f"{prefix}no such repo: {new.repo!r} (known: {known})")
     if not new.title.strip():
         raise UsageError(f"{prefix}title must not be empty")
@@ -38,9 +41,19 @@ def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None
         raise UsageError(f"{prefix}priority {new.priority} is out of range")
 
 
+def live_repos(settings: Settings, db: Database) -> frozenset[str]:
+    """The repos live hosts of a shared state have (empty on SQLite: just orch.yaml's)."""
+    if not db.multi_host:
+        return frozenset()
+    from orch.state import hosts
+
+    return frozenset(repo for host in hosts.all_hosts(db)
+                     if host.alive(settings.host_timeout_s) for repo in host.repos)
+
+
 def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -> Task:
     """Insert one task (waiting at the first stage) and write its 00-task.md."""
-    validate_new_task(settings, new)
+    validate_new_task(settings, new, elsewhere=live_repos(settings, db))
     with db.transaction():
         task_id = _insert(settings, db, new, first_stage)
     task = tasks.get(db, task_id)
@@ -57,6 +70,10 @@ def _insert(settings: Settings, db: Database, new: NewTask, first_stage: str) ->
                    {"id": task_id, "repo": new.repo, "title": new.title,
                     "priority": new.priority},
                    f"# {new.title}\n\n{new.body}\n")
+    if db.multi_host:  # the host that admits it may be another: 00-task.md in the state too
+        from orch.engine.stored import store_task_file
+
+        store_task_file(db, settings.paths.artifacts(task_id), task_id)
     return task_id
 
 
@@ -64,9 +81,10 @@ def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str)
     """Add every record of a .yaml/.yml list or a .jsonl file in one transaction."""
     records = read_import_file(path)
     checked = []
+    elsewhere = live_repos(settings, db)
     for line, record in records:
         new = _record_to_task(record, f"{path}:{line}")
-        validate_new_task(settings, new, f"{path}:{line}")
+        validate_new_task(settings, new, f"{path}:{line}", elsewhere)
         checked.append(new)
     with db.transaction():
         return [_insert(settings, db, new, first_stage) for new in checked]
@@ -138,13 +156,51 @@ def task_detail(settings: Settings, db: Database, task_id: int) -> dict[str, Any
     """Everything `orch task show` prints: task, jobs, runs, events, artifacts."""
     task = get_task(db, task_id)
     folder = settings.paths.artifacts(task_id)
-    names = sorted(p.name for p in folder.iterdir() if p.is_file()
-                   and not p.name.startswith(".")) if folder.is_dir() else []
+    local = {p.name for p in folder.iterdir() if p.is_file()
+             and not p.name.startswith(".")} if folder.is_dir() else set()
+    # on a state shared by several hosts, the files stored as runs were judged count too
+    names = sorted(local | set(artifacts.names(db, task_id))) if db.multi_host \
+        else sorted(local)
     return {"task": task.as_dict(),
             "jobs": [job.as_dict() for job in jobs.for_task(db, task_id)],
             "runs": [run.as_dict() for run in runs.for_task(db, task_id)],
             "events": [event.as_dict() for event in events.for_task(db, task_id)],
             "artifacts": names}
+
+
+def move_task(db: Database, task_id: int, host: str) -> str:
+    """`orch task move ID --host H`: pin a task to another host (SPEC section 11).
+
+    Refused (exit 1) while a job of the task runs, or when H does not configure the
+    task's repo; exit 3 for an unknown task or a host that never ticked on this state.
+    The new host builds the worktree from the pushed task branch (merge.push_branches)
+    or, without one, anew from the default branch; the task's files come from the
+    state. A task held because its host is gone stays held until `orch retry`.
+    """
+    from orch.state import hosts
+
+    with db.transaction():
+        task = tasks.get(db, task_id, lock=True)
+        if task is None:
+            raise NotFoundError(f"no such task: {task_id}")
+        if task.closed:
+            raise RefusedError(f"task {task_id} is closed ({task.stage}): cannot move it")
+        target = hosts.get(db, host)
+        if target is None:
+            known = ", ".join(h.name for h in hosts.all_hosts(db)) or "none yet"
+            raise NotFoundError(f"no such host: {host!r} (hosts of this state: {known})")
+        job = jobs.open_job(db, task_id)
+        if job is not None and job.status == JobStatus.RUNNING:
+            raise RefusedError(f"task {task_id}: job {job.id} runs on host {job.host}; "
+                               "wait for it to end (or orch cancel it), then move the task")
+        if task.repo not in target.repo_limits:
+            raise RefusedError(f"host {host} does not configure repo {task.repo}")
+        if task.host == host:
+            return f"task {task_id}: already on host {host}"
+        tasks.update(db, task_id, host=host)
+        events.record(db, "moved", f"pinned to host {host} (was {task.host or 'none'}) by "
+                      "orch task move", task_id=task_id)
+    return f"task {task_id}: moved to host {host}"
 
 
 def list_tasks(db: Database, *, include_closed: bool, repo: str | None) -> list[Task]:

@@ -31,6 +31,7 @@ class AgentPlan:
     heartbeat_interval_s: int
     cancel_grace_s: int
     state: str                  # where the state lives (the SQLite file or the PostgreSQL URL)
+    log_path: str = ""          # the run's log (its tail is stored when it ends, SPEC 11)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -72,4 +73,5 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         cwd=str(home.worktree(task.repo, task.id)), timeout_s=float(role.timeout_s),
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
-        cancel_grace_s=engine.settings.cancel_grace_s, state=engine.settings.state_location)
+        cancel_grace_s=engine.settings.cancel_grace_s, state=engine.settings.state_location,
+        log_path=run.log_path or str(home.log(job.id, run.id)))

@@ -99,7 +99,12 @@ def _record(db: Database, plan: AgentPlan, exit_code: int | None, timed_out: boo
 def _finish(db: Database, plan: AgentPlan, exit_code: int | None, outcome: str,
             error: str | None, session_id: str | None = None, cost_usd: float | None = None,
             tokens: int | None = None) -> None:
+    tail = None
+    if db.multi_host:  # another host's `orch logs` reads it from the state
+        from orch.engine.stored import log_tail
+
+        tail = log_tail(plan.log_path)
     with db.transaction():
         jobs.finish_run(db, plan.job_id, plan.run_id, exit_code=exit_code, outcome=outcome,
                         error=error[:ERROR_LIMIT] if error else None, session_id=session_id,
-                        cost_usd=cost_usd, tokens=tokens)
+                        cost_usd=cost_usd, tokens=tokens, log_tail=tail)

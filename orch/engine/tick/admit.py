@@ -72,7 +72,22 @@ def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     admitted: list[int] = []
     for _, ids in isolate(engine, busy, admit_repo, lambda repo: (None, None)):
         admitted += ids
+    if db.multi_host and not engine.dry_run:
+        _write_files(engine, admitted)
     return admitted
+
+
+def _write_files(engine: Engine, admitted: list[int]) -> None:
+    """The admitting host writes the task's files (00-task.md) from the state (SPEC 11)."""
+    from orch.engine.stored import restore_artifacts
+
+    def restore(task_id: int) -> None:
+        task = tasks.get(engine.db, task_id)
+        if task is not None and task.host == engine.host:
+            restore_artifacts(engine, task)
+
+    for _ in isolate(engine, admitted, restore, lambda task_id: (task_id, None)):
+        pass
 
 
 def _mine(engine: Engine, task: Task) -> bool:

@@ -80,7 +80,11 @@ def _new_commits(engine: Engine, task: Task, run: Run | None) -> int:
 
 
 def judge_job(engine: Engine, job: Job) -> tuple[Verdict, str] | None:
-    """Decide and apply the verdict of one finished job (once)."""
+    """Decide and apply the verdict of one finished job (once); on a state shared by several
+    hosts the task's artifacts are stored first, so every host reads what was judged."""
+    from orch.engine.stored import store_artifacts
+
+    store_artifacts(engine, job.task_id, job.run_id)
     verdict, reason = decide(engine, job)
     if apply_verdict(engine, job, verdict, reason):
         return verdict, reason

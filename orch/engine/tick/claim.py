@@ -76,6 +76,10 @@ def start(engine: Engine, job: Job, run: Run) -> None:
     # The claim's heartbeat must not go stale while git works (or waits for the repo
     # lock) or the supervisor starts: a live tick's job would look dead to another tick.
     with Heartbeat(engine, job.id, run.id):
+        if engine.db.multi_host:  # a task taken over from a dead host: its files from the state
+            from orch.engine.stored import restore_artifacts
+
+            restore_artifacts(engine, task)
         base = prepare_worktree(engine, task)
         runs.set_fields(engine.db, run.id, base_commit=base)
         with engine.db.transaction():

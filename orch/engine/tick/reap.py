@@ -122,6 +122,16 @@ def _kill_unrecorded(engine: Engine, run_id: int) -> str:
     return f"killed process groups {sorted(groups)} (no group recorded; found by ORCH_RUN_ID)"
 
 
+def _tail(engine: Engine, run_id: int) -> str | None:
+    """The local run's log tail, for a state shared by several hosts (SPEC section 11)."""
+    if not engine.db.multi_host:
+        return None
+    from orch.engine.stored import log_tail
+
+    run = runs.get(engine.db, run_id)
+    return log_tail(run.log_path) if run is not None else None
+
+
 def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
     killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
     db = engine.db
@@ -133,7 +143,8 @@ def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
             return False  # it finished, or its supervisor registered, meanwhile
         task = tasks.get(db, fresh.task_id)
         assert task is not None and fresh.run_id is not None
-        runs.end(db, fresh.run_id, RunOutcome.REAPED, verdict.evidence)
+        runs.end(db, fresh.run_id, RunOutcome.REAPED, verdict.evidence,
+                 _tail(engine, fresh.run_id) if verdict.local else None)
         counters.bump(db, "reaped_total")
         events.record(db, "reaped", f"run {fresh.run_id} reaped: {verdict.evidence}; {killed}",
                       task_id=task.id, job_id=fresh.id)
