@@ -60,6 +60,27 @@ def decide(engine: Engine, job: Job) -> tuple[Verdict, str]:
     return result.verdict, result.reason
 
 
+def push_developer_commits(engine: Engine, job: Job) -> None:
+    """After a developer run (a `dev_done` stage) of a repo with `merge.push_branches`, push
+    the task branch to the remote, so that another host can take the task over (SPEC
+    section 11); a failed push is recorded as an event and judging goes on."""
+    from orch import gitops
+    from orch.state import events
+
+    stage = engine.pipeline.get(job.stage)
+    task = tasks.get(engine.db, job.task_id)
+    if stage is None or stage.gate != "dev_done" or task is None or not task.branch:
+        return
+    repo = engine.settings.repos.get(task.repo)
+    if repo is None or not repo.push_branches \
+            or not engine.home.worktree(task.repo, task.id).exists():
+        return
+    pushed, detail = gitops.push_task_branch(repo.path, task.branch)
+    with engine.db.transaction():
+        events.record(engine.db, "pushed" if pushed else "push-failed", detail,
+                      task_id=task.id, job_id=job.id)
+
+
 def _command_exit(job: Job, outcome: str | None) -> bool:
     """A command stage that ran and exited non-zero: the gate judges it (FAIL)."""
     return job.runner == "command" and outcome == RunOutcome.FAILED \
@@ -85,6 +106,7 @@ def judge_job(engine: Engine, job: Job) -> tuple[Verdict, str] | None:
     from orch.engine.stored import store_artifacts
 
     store_artifacts(engine, job.task_id, job.run_id)
+    push_developer_commits(engine, job)
     verdict, reason = decide(engine, job)
     if apply_verdict(engine, job, verdict, reason):
         return verdict, reason

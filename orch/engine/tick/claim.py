@@ -104,10 +104,25 @@ def prepare_worktree(engine: Engine, task: Task) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     engine.home.artifacts(task.id).mkdir(parents=True, exist_ok=True)
     with engine.home.repo_lock(task.repo):
-        if not path.exists() and not runs.task_has_started(engine.db, task.id) \
-                and gitops.branch_exists(repo.path, branch):
+        started = not path.exists() and runs.task_has_started(engine.db, task.id)
+        if not path.exists() and not started and gitops.branch_exists(repo.path, branch):
             branch = _own_branch(engine, task, repo.path, branch)
+        if started and repo.push_branches:
+            _fetch_pushed(engine, task, repo.path, branch)
         return gitops.ensure_worktree(repo.path, path, branch, repo.default_branch)
+
+
+def _fetch_pushed(engine: Engine, task: Task, repo_path: Path, branch: str) -> None:
+    """A started task with no worktree here (taken over from another host, SPEC section 11):
+    its branch as the last developer run pushed it; a failed fetch is recorded and the
+    worktree is built from what this clone has."""
+    from orch import gitops
+
+    fetched, detail = gitops.fetch_task_branch(repo_path, branch)
+    with engine.db.transaction():
+        events.record(engine.db, "branch", f"worktree rebuilt from the pushed branch: {detail}"
+                      if fetched else f"{detail}; building the worktree from this clone",
+                      task_id=task.id)
 
 
 def _own_branch(engine: Engine, task: Task, repo_path: Path, taken: str) -> str:
