@@ -5,6 +5,9 @@ the source marked as moved. A real PostgreSQL server (support.fixtures.pg_dsn)."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,7 +92,7 @@ def test_refused_while_a_job_runs(orch_home: Path, cli: Callable[..., CliResult]
         raw.close()
     code, _, err = cli(orch_home, "state", "migrate", "--to", pg_dsn)
     assert code == 1 and "running" in err
-    assert int(RawDb(pg_dsn).value("SELECT count(*) FROM tasks")) == 0
+    assert _counts(pg_dsn)["tasks"] == 0
     assert cli(orch_home, "queue")[0] == 0  # the source was not marked as moved
 
 
@@ -97,3 +100,19 @@ def test_impossible_pairs(orch_home: Path, cli: Callable[..., CliResult],
                           tmp_path: Path) -> None:
     code, _, err = cli(orch_home, "state", "migrate", "--to", str(tmp_path / "x.db"))
     assert code == 2 and "already SQLite" in err
+
+
+def test_a_sqlite_home_imports_nothing_of_psycopg(orch_home: Path,
+                                                  cli: Callable[..., CliResult]) -> None:
+    """SPEC section 11: a single-machine home needs no extra dependency, and its idle tick
+    and queue never load the PostgreSQL driver."""
+    assert cli(orch_home, "tick")[0] == 0
+    probe = ("import sys; from orch.cli import run; "
+             f"codes = [run(['--home', {str(orch_home)!r}, *args]) for args in "
+             "(['tick', '--quiet'], ['queue', '--json'], ['metrics'], ['doctor'])]; "
+             "print(codes[:3], sorted(m for m in sys.modules if m == 'orch.state.postgres' "
+             "or m.split('.')[0] in ('psycopg', 'psycopg_binary', 'psycopg_c')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, check=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0] []"

@@ -270,3 +270,23 @@ def test_task_move_is_refused_while_a_job_of_the_task_runs(hosts: Any) -> None:
     finally:
         a.close()
         ticking.wait(timeout=30)
+
+
+def test_doctor_fails_while_live_hosts_disagree(hosts: Any) -> None:
+    a, b = hosts("a"), hosts("b")
+    stages = [{"name": "run", "runner": "command", "command": ["true"]}]
+    host_config(a, "a", {"app": {"path": str(a.repo), "merge": {"push": True}}}, stages)
+    host_config(b, "b", {"app": {"path": str(b.repo), "merge": {"push": True}}}, stages)
+    a.tick(max_claims=0)
+    b.tick(max_claims=0)
+    agreed = b.cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(agreed.stdout)["checks"]}
+    assert checks["hosts"]["status"] == "ok" and checks["database"]["status"] == "ok"
+    host_config(b, "b", {"app": {"path": str(b.repo)}}, stages, max_concurrency=2)
+    b.tick(max_claims=0)
+    found = b.cli("doctor", "--json")
+    assert found.returncode == 1
+    hosts_check = {c["name"]: c for c in json.loads(found.stdout)["checks"]}["hosts"]
+    assert hosts_check["status"] == "fail"
+    assert "max_concurrency differs" in hosts_check["detail"]
+    assert "merge.push is off on b" in hosts_check["detail"]
