@@ -15,12 +15,13 @@ from orch.timeutil import now_iso
 
 
 def run_merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: str, *,
-              push: bool, report_path: Path | None, log_path: Path | None = None) -> MergeOutcome:
+              push: bool, report_path: Path | None, log_path: Path | None = None,
+              fetch_first: bool = False) -> MergeOutcome:
     """Merge BRANCH into DEFAULT_BRANCH, write the report (when REPORT_PATH) and the log."""
     log = _log_to(log_path)
     log(f"merge {branch} into {default_branch} (repo {repo_path}, push {'on' if push else 'off'})")
     outcome = merge_task(Path(repo_path), Path(worktree_path), branch, default_branch,
-                         push=push, log=log)
+                         push=push, log=log, fetch_first=fetch_first)
     log(f"result: {outcome.result}; {outcome.reason}")
     if report_path is not None:
         write_document(Path(report_path), report_meta(outcome, branch, default_branch),

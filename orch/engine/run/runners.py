@@ -80,7 +80,9 @@ def _merge(engine: Engine, task: Task, log: Path) -> RunResult:
         result = run_merge(repo.path, engine.home.worktree(task.repo, task.id),
                            task.branch or "", repo.default_branch, push=repo.push,
                            report_path=engine.home.artifacts(task.id) / MERGE_REPORT_FILE,
-                           log_path=log)
+                           log_path=log,
+                           # several hosts merge into the repo: start from the remote's
+                           fetch_first=engine.db.multi_host and repo.push)
     return 0, RunOutcome.SUCCEEDED, f"merge {result.result}: {result.reason}"[:500]
 
 
