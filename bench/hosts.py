@@ -201,7 +201,8 @@ def bench_hosts(runner: Runner, profile: Profile, notes: list[str]) -> list[Row]
                  "PostgreSQL host is a home with its own clone and one tick loop, the jobs "
                  "pinned round-robin; the server runs on this machine and shares its cores. "
                  f"pg_stat_activity sampled {sampled} times while {max(HOSTS)} hosts claimed: "
-                 f"{len(waits)} samples showed a claim statement waiting on a lock.")
+                 f"{len(waits)} samples showed a claim statement waiting on a lock"
+                 + (f" ({'; '.join(sorted(set(waits))[:3])})" if waits else "") + ".")
     return rows
 
 
