@@ -75,13 +75,22 @@ class Profile:
     claim_jobs: int       # N of `orch tick --max-claims N`
     claim_reps: int
     peer_jobs: int        # claims of the in-process claim peers
+    latency_reps: int = 3     # tasks timed from `task add` to `done` (bench/flow.py)
+    open_waiting: int = 10_000
+    open_repos: int = 100
+    open_active: int = 1_000
+    import_tasks: int = 20_000
+    import_reps: int = 3
 
 
 FULL = Profile("full", rounds=15, history_tasks=100_000, history_jobs=1_000_000,
                history_events=300_000, claim_jobs=50, claim_reps=3, peer_jobs=500)
 SMOKE = Profile("smoke", rounds=1, history_tasks=300, history_jobs=3000,
-                history_events=900, claim_jobs=3, claim_reps=1, peer_jobs=20)
-SECTIONS = ("idle", "history", "claim", "peers", "test-run", "hosts")
+                history_events=900, claim_jobs=3, claim_reps=1, peer_jobs=20, latency_reps=1,
+                open_waiting=200, open_repos=4, open_active=20, import_tasks=200,
+                import_reps=1)
+SECTIONS = ("idle", "history", "claim", "peers", "test-run", "latency", "open-work", "import",
+            "hosts")
 
 
 class BenchError(Exception):
@@ -114,6 +123,7 @@ def child_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("ORCH_") and k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    env["ORCH_KICK_ENABLED"] = "false"  # the latency benchmark switches kicks on itself
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.update(GIT_ENV)
     return env
@@ -620,9 +630,22 @@ def bench_test_run(runner: Runner, profile: Profile, notes: list[str]) -> list[R
     ]
 
 
+def _flow(name: str) -> Callable[[Runner, Profile, list[str]], list[Row]]:
+    """A benchmark of bench/flow.py (imported when run: it imports this module)."""
+
+    def bench(runner: Runner, profile: Profile, notes: list[str]) -> list[Row]:
+        import flow
+
+        return {"latency": flow.bench_latency, "open-work": flow.bench_open_work,
+                "import": flow.bench_import}[name](runner, profile, notes)
+
+    return bench
+
+
 BENCHES: dict[str, Callable[[Runner, Profile, list[str]], list[Row]]] = {
     "idle": bench_idle, "history": bench_history, "claim": bench_claim, "peers": bench_peers,
-    "test-run": bench_test_run, "hosts": lambda *args: _bench_hosts(*args),
+    "test-run": bench_test_run, "latency": _flow("latency"), "open-work": _flow("open-work"),
+    "import": _flow("import"), "hosts": lambda *args: _bench_hosts(*args),
 }
 
 

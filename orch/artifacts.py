@@ -80,6 +80,22 @@ def read_document(path: Path) -> Document:
     return parse_document(text)
 
 
+def render_plain_document(meta: dict[str, str | int], body: str) -> str:
+    """`render_document` for front matter of plain strings and integers only, without
+    PyYAML: each string is written JSON-quoted, which is a YAML double-quoted scalar that
+    reads back as the same string (`orch task import` writes thousands of 00-task.md)."""
+    import json
+
+    lines = []
+    for key, value in meta.items():
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"{key}: only strings and integers, got {value!r}")
+        lines.append(f"{key}: {json.dumps(value, ensure_ascii=False)}")
+    if not body.endswith("\n"):
+        body += "\n"
+    return "---\n" + "\n".join(lines) + "\n---\n" + body
+
+
 def render_document(meta: dict[str, Any], body: str) -> str:
     import yaml
 

@@ -27,11 +27,24 @@ def git_repo(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+# Kicks (a tick started at once when a run ends or a command changes what may run) are
+# switched off in every test through the environment, which separate orch processes
+# inherit too; the tests of kicks switch them back on (tests/engine/test_kicks.py).
+NO_KICKS = {"ORCH_KICK_ENABLED": "false"}
+
+
+@pytest.fixture(autouse=True)
+def no_kicks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in NO_KICKS.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ORCH_* variable of the caller's environment leaks into the configuration."""
+    """No ORCH_* variable of the caller's environment leaks into the configuration (but
+    kicks stay off, see `no_kicks`)."""
     for key in list(os.environ):
-        if key.startswith("ORCH_"):
+        if key.startswith("ORCH_") and key not in NO_KICKS:
             monkeypatch.delenv(key)
 
 

@@ -62,6 +62,11 @@ class AppContext:
             self._cache["db"] = open_state(self.settings)
         return self._cache["db"]
 
+    def reload(self) -> None:
+        """Read orch.yaml and the pipeline again (the database stays open)."""
+        self._cache.pop("settings", None)
+        self._cache.pop("pipeline", None)
+
     def close(self) -> None:
         db = self._cache.pop("db", None)
         if db is not None:

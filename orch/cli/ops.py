@@ -13,8 +13,13 @@ from orch.errors import UsageError
 IDS = Annotated[list[int], typer.Argument(metavar="ID...", help="One or more task ids.")]
 
 
-def _report(results: list) -> None:
-    """Print each id's outcome; exit with the highest status among them."""
+def _report(results: list, obj: AppContext | None = None, verb: str = "") -> None:
+    """Print each id's outcome; kick a tick when one changed what may run (`obj` given);
+    exit with the highest status among them."""
+    if obj is not None and any(not result.exit_code for result in results):
+        from orch.engine.kick import kick
+
+        kick(obj.settings, f"orch {verb}", obj.db)
     for result in results:
         if result.exit_code:
             print(f"error: {result.message}", file=sys.stderr)
@@ -37,7 +42,7 @@ def pause(
     from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
-    _report(actions.apply_each(ids, lambda i: actions.pause(obj.db, i, reason)))
+    _report(actions.apply_each(ids, lambda i: actions.pause(obj.db, i, reason)), obj, "pause")
 
 
 def resume(ctx: typer.Context, ids: IDS) -> None:
@@ -48,7 +53,7 @@ def resume(ctx: typer.Context, ids: IDS) -> None:
     from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
-    _report(actions.apply_each(ids, lambda i: actions.resume(obj.db, i)))
+    _report(actions.apply_each(ids, lambda i: actions.resume(obj.db, i)), obj, "resume")
 
 
 def retry(ctx: typer.Context, ids: IDS) -> None:
@@ -59,7 +64,7 @@ def retry(ctx: typer.Context, ids: IDS) -> None:
     from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
-    _report(actions.apply_each(ids, lambda i: actions.retry(obj.db, i)))
+    _report(actions.apply_each(ids, lambda i: actions.retry(obj.db, i)), obj, "retry")
 
 
 def cancel(ctx: typer.Context, ids: IDS) -> None:
@@ -70,7 +75,8 @@ def cancel(ctx: typer.Context, ids: IDS) -> None:
     from orch.engine.commands import actions
 
     obj: AppContext = ctx.obj
-    _report(actions.apply_each(ids, lambda i: actions.cancel(obj.settings, obj.db, i)))
+    _report(actions.apply_each(ids, lambda i: actions.cancel(obj.settings, obj.db, i)),
+            obj, "cancel")
 
 
 def _freeze(ctx: typer.Context, repos: list[str] | None, every: bool, frozen: bool) -> None:
@@ -85,6 +91,10 @@ def _freeze(ctx: typer.Context, repos: list[str] | None, every: bool, frozen: bo
     actions.freeze(obj.db, names, frozen)
     for name in names:
         print(f"{name}: {'frozen' if frozen else 'unfrozen'}")
+    if not frozen:  # admissions may go on
+        from orch.engine.kick import kick
+
+        kick(obj.settings, "orch unfreeze", obj.db)
 
 
 def freeze(
@@ -120,7 +130,7 @@ def approve(ctx: typer.Context, ids: IDS) -> None:
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.approve_or_reject(
-        obj.settings, obj.pipeline, obj.db, i, True)))
+        obj.settings, obj.pipeline, obj.db, i, True)), obj, "approve")
 
 
 def reject(
@@ -135,7 +145,7 @@ def reject(
 
     obj: AppContext = ctx.obj
     _report(actions.apply_each(ids, lambda i: actions.approve_or_reject(
-        obj.settings, obj.pipeline, obj.db, i, False, reason)))
+        obj.settings, obj.pipeline, obj.db, i, False, reason)), obj, "reject")
 
 
 def tick(
@@ -144,29 +154,52 @@ def tick(
                                             help="Claim at most N jobs.")] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would happen; "
                                           "write nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the tick report as JSON.")]
-    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tick report as JSON "
+                                          "(with --every: one line per tick).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless something "
                                         "went wrong (for cron).")] = False,
+    every: Annotated[float | None, typer.Option(
+        "--every", metavar="SECONDS", min=0.1,
+        help="Tick again and again at this period in the foreground, for machines without "
+             "cron, until SIGTERM or SIGINT (which end it after the tick in progress).")]
+    = None,
+    kicked: Annotated[str | None, typer.Option("--kicked", hidden=True)] = None,
 ) -> None:
     """Move every task as far as it may go, repair crashes, claim jobs, exit.
 
-    Run it from cron or a systemd timer every minute.
+    Run it from cron or a systemd timer every minute, or as `orch tick --every 30` in the
+    foreground where there is no cron (a container).
     Example: orch tick --json
     """
-    from orch.engine.tick import run_tick
+    from orch.engine.tick import TickReport, run_tick, run_ticks_every
 
     obj: AppContext = ctx.obj
-    report = run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
-                      dry_run=dry_run)
-    if as_json:
-        from orch.cli.render import emit_json
+    if kicked is not None:  # a kicked tick: clear its pending mark before reading any state
+        from orch.engine.kick import clear_pending
 
-        emit_json(report.as_dict())
-    elif not quiet or report.errors:
-        from orch.cli.render import tick_summary
+        clear_pending(obj.settings, kicked)
 
-        tick_summary(report.as_dict(), dry_run=dry_run, quiet=quiet)
+    def show(report: TickReport) -> None:
+        if as_json:
+            from orch.cli.render import emit_json
+
+            emit_json(report.as_dict())
+        elif not quiet or report.errors:
+            from orch.cli.render import tick_summary
+
+            tick_summary(report.as_dict(), dry_run=dry_run, quiet=quiet)
+
+    if every is None:
+        show(run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
+                      dry_run=dry_run))
+        return
+
+    def one_tick() -> TickReport:  # orch.yaml and the pipeline re-read, as cron's ticks do
+        obj.reload()
+        return run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
+                        dry_run=dry_run)
+
+    run_ticks_every(every, one_tick, show)
 
 
 def supervise(

@@ -154,7 +154,7 @@ def _queue_task_table(tasks: list[dict[str, Any]]) -> Any:
 
     grid = Table(show_edge=False, pad_edge=False, header_style="bold", box=None,
                  padding=(0, 1))
-    for column in ("id", "stage", "state", "age"):
+    for column in ("id", "stage", "state", "age", "moved"):
         grid.add_column(column, overflow="fold", no_wrap=False)
     grid.add_column("title / why it waits", overflow="fold", ratio=1)
     for task in tasks:
@@ -162,7 +162,9 @@ def _queue_task_table(tasks: list[dict[str, Any]]) -> Any:
         state = task["state"] + ("\npaused" if task["paused"] else "")
         cell = Group(Text(task["title"], overflow="ellipsis", no_wrap=True),
                      Text(task["reason"], style="cyan", overflow="fold"))
-        grid.add_row(str(task["id"]), stage, state, short_age(task["age_s"]), cell)
+        moved = task.get("moved_age_s")
+        grid.add_row(str(task["id"]), stage, state, short_age(task["age_s"]),
+                     "-" if moved is None else f"{short_age(moved)} ago", cell)
     return grid
 
 

@@ -28,6 +28,7 @@ def add(
     Example: orch task add --repo app --title "Add a health endpoint" --priority 5
     """
     from orch.engine.commands.tasks import NewTask, add_task
+    from orch.engine.kick import kick
 
     if body is not None and body_file is not None:
         raise UsageError("--body and --body-file exclude each other")
@@ -40,6 +41,7 @@ def add(
     first_stage = obj.pipeline.first.name  # a bad config or pipeline stops us before the db
     task = add_task(obj.settings, obj.db, NewTask(repo, title, body or "", priority),
                     first_stage)
+    kick(obj.settings, "orch task add", obj.db)
     if as_json:
         from orch.cli.render import emit_json
 
@@ -60,10 +62,13 @@ def import_(
     Example: orch task import backlog.yaml
     """
     from orch.engine.commands.tasks import import_tasks
+    from orch.engine.kick import kick
 
     obj = ctx.obj
     first_stage = obj.pipeline.first.name  # a bad config or pipeline stops us before the db
     ids = import_tasks(obj.settings, obj.db, file, first_stage)
+    if ids:
+        kick(obj.settings, "orch task import", obj.db)
     if as_json:
         from orch.cli.render import emit_json
 

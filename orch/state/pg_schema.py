@@ -1,8 +1,8 @@
 """PostgreSQL's DDL, one migration for each of SQLite's (orch.state.schema).
 
 Version N means the same tables, columns, CHECKs and indexes on both
-backends; tests/state/test_pg_schema.py fails when a contract column, its
-NOT NULL, its type family or an index differs. The types map one to one:
+backends; tests/state/test_pg_schema.py fails when a table, a column or an
+index differs. The types map one to one:
 SQLite's INTEGER is `bigint` (ids are `bigserial`, so a copy may keep its
 ids and the sequence is moved past them), REAL is `double precision`, TEXT is
 `text` (timestamps stay ISO-8601 strings, as the contract says). Flags stay
@@ -135,7 +135,22 @@ ALTER TABLE tasks ADD COLUMN hold_kind text;
 CREATE INDEX tasks_held_kind ON tasks (hold_kind) WHERE state = 'held';
 """
 
-V5_HOSTS = """
+# The flat-tick indexes and `tasks.moved_at` (orch.state.schema.V5_FLAT_TICK).
+V5_FLAT_TICK = """
+CREATE INDEX tasks_waiting ON tasks (repo, priority DESC, id)
+    WHERE state = 'waiting' AND paused_at IS NULL;
+CREATE INDEX tasks_admitted ON tasks (repo) WHERE admitted = 1;
+CREATE INDEX tasks_admitted_paused ON tasks (id) WHERE admitted = 1 AND paused_at IS NOT NULL;
+CREATE INDEX jobs_queued_dirty ON jobs (id) WHERE status = 'queued' AND (run_id IS NOT NULL
+    OR pid IS NOT NULL OR pid_started IS NOT NULL OR boot_id IS NOT NULL
+    OR started_at IS NOT NULL OR heartbeat_at IS NOT NULL OR heartbeat_mono IS NOT NULL);
+CREATE INDEX jobs_unjudged_task ON jobs (task_id)
+    WHERE judged = 0 AND status IN ('succeeded', 'failed', 'cancelled');
+ALTER TABLE tasks ADD COLUMN moved_at text;
+UPDATE tasks SET moved_at = updated_at;
+"""
+
+V6_HOSTS = """
 ALTER TABLE tasks ADD COLUMN host text;
 ALTER TABLE runs ADD COLUMN host text;
 ALTER TABLE runs ADD COLUMN log_tail text;
@@ -180,7 +195,7 @@ CREATE TRIGGER jobs_release_run_slots AFTER UPDATE OF status ON jobs
 """
 
 PG_MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                                  V4_HOLD_KIND, V5_HOSTS)
+                                  V4_HOLD_KIND, V5_FLAT_TICK, V6_HOSTS)
 # Tables only PostgreSQL needs (several hosts claiming at once); the schema test allows them.
 PG_ONLY_TABLES = ("run_slots", "orch_schema")
 PG_ONLY_INDEXES = ("run_slots_job",)

@@ -82,6 +82,7 @@ class Task(_Record):
     created_at: str
     updated_at: str
     hold_kind: HoldKind | None = None
+    moved_at: str | None = None
     host: str | None = None  # the host it is pinned to (SPEC section 11)
 
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"state": TaskState, "hold_kind": HoldKind}

@@ -151,9 +151,28 @@ WHERE state = 'held';
 CREATE INDEX tasks_held_kind ON tasks (hold_kind) WHERE state = 'held';
 """
 
+# A tick reads only what can change this tick (issue: flat tick cost): the serial gate
+# reads the admitted tasks and, per repo with a free slot, the first waiting ones; the
+# sanitize phase finds dirty queued rows and the enqueue phase a task's open or unjudged
+# job through indexes of their own, whatever the number of waiting or queued rows.
+# `moved_at` is when the task's stage or state last changed (`orch queue`).
+V5_FLAT_TICK = """
+CREATE INDEX tasks_waiting ON tasks (repo, priority DESC, id)
+    WHERE state = 'waiting' AND paused_at IS NULL;
+CREATE INDEX tasks_admitted ON tasks (repo) WHERE admitted = 1;
+CREATE INDEX tasks_admitted_paused ON tasks (id) WHERE admitted = 1 AND paused_at IS NOT NULL;
+CREATE INDEX jobs_queued_dirty ON jobs (id) WHERE status = 'queued' AND (run_id IS NOT NULL
+    OR pid IS NOT NULL OR pid_started IS NOT NULL OR boot_id IS NOT NULL
+    OR started_at IS NOT NULL OR heartbeat_at IS NOT NULL OR heartbeat_mono IS NOT NULL);
+CREATE INDEX jobs_unjudged_task ON jobs (task_id)
+    WHERE judged = 0 AND status IN ('succeeded', 'failed', 'cancelled');
+ALTER TABLE tasks ADD COLUMN moved_at TEXT;
+UPDATE tasks SET moved_at = updated_at
+"""
+
 # Several hosts (SPEC section 11): each task's host, each run's host and log tail, the
 # hosts' heartbeat rows, and the judged artifacts, so that every host reads the same.
-V5_HOSTS = """
+V6_HOSTS = """
 ALTER TABLE tasks ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN log_tail TEXT;
@@ -181,7 +200,7 @@ CREATE INDEX tasks_open_host ON tasks (host) WHERE state != 'closed';
 """
 
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                               V4_HOLD_KIND, V5_HOSTS)
+                               V4_HOLD_KIND, V5_FLAT_TICK, V6_HOSTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,16 +10,16 @@ from orch.state.records import Task, tasks_of
 from orch.timeutil import now_iso
 
 TASK_COLUMNS = Task.columns()
-_UPDATABLE = frozenset(TASK_COLUMNS) - {"id", "created_at", "updated_at"}
+_UPDATABLE = frozenset(TASK_COLUMNS) - {"id", "created_at", "updated_at", "moved_at"}
 
 
 def insert(db: Database, *, repo: str, title: str, body: str, priority: int, stage: str,
            state: str = TaskState.WAITING, at: str | None = None) -> int:
     stamp = at or now_iso()
     return db.insert(
-        "INSERT INTO tasks (repo, title, body, priority, stage, state, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (repo, title, body, priority, stage, str(state), stamp, stamp))
+        "INSERT INTO tasks (repo, title, body, priority, stage, state, created_at, updated_at, "
+        "moved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (repo, title, body, priority, stage, str(state), stamp, stamp, stamp))
 
 
 def get(db: Database, task_id: int, *, lock: bool = False) -> Task | None:
@@ -53,8 +53,12 @@ def update(db: Database, task_id: int, expect: dict[str, Any] | None = None,
     for column in changes:
         if column not in _UPDATABLE:
             raise ValueError(f"not an updatable task column: {column}")
+    changes = dict(changes)
+    stamp = now_iso()
+    if "stage" in changes or "state" in changes:
+        changes["moved_at"] = stamp
     sets = ", ".join(f"{column} = ?" for column in changes)
-    params: list[Any] = [*(_stored(v) for v in changes.values()), now_iso(), task_id]
+    params: list[Any] = [*(_stored(v) for v in changes.values()), stamp, task_id]
     where = "id = ?"
     for column, value in (expect or {}).items():
         if column not in TASK_COLUMNS:
@@ -115,3 +119,51 @@ def held_of_kind(db: Database, kind: HoldKind) -> list[Task]:
     """Held tasks whose hold is of this kind (e.g. the day budget)."""
     return tasks_of(db.all("SELECT * FROM tasks WHERE state = 'held' AND hold_kind = ? "
                            "ORDER BY id", (str(kind),)))
+
+
+def admitted_paused(db: Database, repo: str | None = None) -> list[Task]:
+    """Admitted tasks that are paused: the slots a tick may release (partial index)."""
+    sql = "SELECT * FROM tasks WHERE admitted = 1 AND paused_at IS NOT NULL"
+    if repo is None:
+        return tasks_of(db.all(sql + " ORDER BY id"))
+    return tasks_of(db.all(sql + " AND repo = ? ORDER BY id", (repo,)))
+
+
+def slot_holders_by_repo(db: Database, repo: str | None = None) -> dict[str, int]:
+    """{repo: admitted open tasks}: the serial gate's used slots (partial index on the
+    admitted tasks, so bounded by the slots, not by the waiting tasks)."""
+    sql = "SELECT repo, count(*) AS n FROM tasks WHERE admitted = 1 AND state != 'closed'"
+    rows = db.all(sql + " GROUP BY repo") if repo is None else \
+        db.all(sql + " AND repo = ? GROUP BY repo", (repo,))
+    return {row["repo"]: int(row["n"]) for row in rows}
+
+
+def waiting_in_fifo(db: Database, repo: str, limit: int | None,
+                    host: str | None = None) -> list[Task]:
+    """The first `limit` unpaused waiting tasks of a repo in FIFO order (priority
+    descending, then id), read through the partial index `tasks_waiting`; with HOST (a
+    state shared by several hosts) only those unpinned or pinned to it."""
+    sql = "SELECT * FROM tasks WHERE state = 'waiting' AND paused_at IS NULL AND repo = ?"
+    params: tuple[Any, ...] = (repo,)
+    if host is not None:
+        sql += " AND (host IS NULL OR host = ?)"
+        params += (host,)
+    sql += " ORDER BY priority DESC, id"
+    if limit is None:
+        return tasks_of(db.all(sql, params))
+    return tasks_of(db.all(sql + " LIMIT ?", (*params, limit)))
+
+
+def at_stages_not_in(db: Database, stages: tuple[str, ...], states: tuple[str, ...]
+                     ) -> list[Task]:
+    """Tasks in one of `states` whose stage is none of `stages` (a pipeline edit)."""
+    stage_marks = ", ".join("?" for _ in stages) or "NULL"
+    state_marks = ", ".join("?" for _ in states)
+    rows = db.all(f"SELECT * FROM tasks WHERE state != 'closed' AND state IN ({state_marks}) "
+                  f"AND stage NOT IN ({stage_marks})", (*(str(s) for s in states), *stages))
+    return sorted(tasks_of(rows), key=lambda task: task.id)
+
+
+def repos_with_admitted(db: Database) -> set[str]:
+    """Repos that have admitted tasks (the serial gate's holders: few rows)."""
+    return {row["repo"] for row in db.all("SELECT DISTINCT repo FROM tasks WHERE admitted = 1")}

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from support.checkout import CHECKOUT
 from support.cli import CliResult, orch_script
+from support.env import keep_env
 from typer.testing import CliRunner
 
 from orch.cli import app
@@ -580,7 +581,7 @@ def test_a_run_builds_only_its_command_and_help_still_lists_all(
 
 def test_issue_2_done_when_through_the_console_script(
         tmp_path: Path, git_repo: Callable[..., Path]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = {k: v for k, v in os.environ.items() if keep_env(k)}
     home, repo = tmp_path / "H", git_repo()
 
     def orch(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.cli import CliResult, orch_script
+from support.env import keep_env
 from support.git import run_git
 
 from orch.artifacts import TEST_REPORT_FILE, read_document
@@ -298,7 +299,7 @@ def test_test_run_and_the_testing_stage_give_the_same_verdict(
 def test_the_console_script_exit_status_and_json(tmp_path: Path) -> None:
     tree = project(tmp_path / "app", PASSING, FAILING)
     bin_dir = python_bin(tmp_path)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORCH_")}
+    env = {key: value for key, value in os.environ.items() if keep_env(key)}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", ORCH_HOME=str(tmp_path / "none"),
                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     done = subprocess.run([orch_script(), "test-run", str(tree), "--json"], env=env,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.env import keep_env
 
 from orch.config import load_settings
 from orch.engine.commands.queue import build_queue
@@ -70,8 +71,9 @@ QUESTIONS_PIPELINE = textwrap.dedent("""\
       - {name: check, runner: human, on_fail: ask}
 """)
 
+# The SPEC's keys, and `moved_age_s`: how long ago the task's stage or state last changed.
 TASK_KEYS = {"id", "repo", "title", "stage", "state", "round", "paused", "pause_reason",
-             "hold_reason", "age_s", "reason", "host"}  # host: SPEC section 11
+             "hold_reason", "age_s", "moved_age_s", "reason", "host"}  # host: SPEC section 11
 RUNNING_KEYS = {"job", "task", "stage", "runner", "pid", "age_s", "heartbeat_age_s", "host"}
 
 
@@ -127,7 +129,7 @@ def ago(seconds: float) -> str:
 
 
 def orch_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return {k: v for k, v in os.environ.items() if keep_env(k)}
 
 
 def wait_for_running(home: Path, job_id: int, timeout_s: float = 10.0) -> None:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from support.checkout import CHECKOUT as ROOT
+from support.env import keep_env
 
 # ---------------------------------------------------------------- the benchmark script
 
@@ -26,17 +27,19 @@ def test_the_benchmark_runs_in_smoke_mode_and_writes_its_report(tmp_path: Path) 
     out = tmp_path / "performance.md"
     out.write_text("# Performance\n\nkept text\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n"
                    "\n## Analysis\n\nkept too\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = {k: v for k, v in os.environ.items() if keep_env(k)}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke",
                            "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+                          text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Performance\n\nkept text\n")  # only the generated block changes
     assert text.rstrip().endswith("kept too") and "\nold\n" not in text
     assert "smoke run: tiny sizes" in text
     for row in ("| orch tick (idle) | empty Typer app", "| orch tick with history |",
-                "1 tick loop", "4 overlapping tick loops", "orch claim_next (in-process)"):
+                "1 tick loop", "4 overlapping tick loops", "orch claim_next (in-process)",
+                "task add → done, six `command` stages", "gap job end → next job start",
+                "| orch tick over 200 waiting", "| orch task import (200 tasks)"):
         assert row in text, row
     assert "benchmark failed" not in text
 

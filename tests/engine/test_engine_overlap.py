@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from support.db import RawDb
-from support.engine import EngineHome, finished, wait_for, write_script
+from support.engine import EngineHome, finished, settle_kicks, wait_for, write_script
 
 from orch.engine.commands.init import open_state
 from orch.engine.context import Engine
@@ -72,8 +72,20 @@ class Sampler(threading.Thread):
             conn.close()
 
 
+KICKS = pytest.mark.parametrize("kicks", ["cron", "kicks"])
+
+
+def with_kicks(monkeypatch: pytest.MonkeyPatch, kicks: str) -> bool:
+    """Kicks on (a tick started when each run ends) beside the test's own ticks, or off."""
+    monkeypatch.setenv("ORCH_KICK_ENABLED", "true" if kicks == "kicks" else "false")
+    return kicks == "kicks"
+
+
 @pytest.mark.slow
-def test_overlapping_tick_processes_run_each_job_once_within_max_concurrency(eh):
+@KICKS
+def test_overlapping_tick_processes_run_each_job_once_within_max_concurrency(eh, monkeypatch,
+                                                                            kicks):
+    kicking = with_kicks(monkeypatch, kicks)
     ledger = eh.root / "LEDGER"
     eh.configure(stages=[{"name": "run", "runner": "command",
                           "command": ["sh", "-c", f"echo $ORCH_JOB_ID >> {ledger}"]}],
@@ -98,6 +110,7 @@ def test_overlapping_tick_processes_run_each_job_once_within_max_concurrency(eh)
         sampler.stop.set()
         sampler.join()
 
+    settle_kicks(eh.home)
     exits = Counter(codes.read_text().split())
     assert set(exits) == {"0"}, (exits, (eh.root / "ERRORS").read_text()[-3000:])
     jobs = [row["id"] for row in eh.rows("SELECT id FROM jobs ORDER BY id")]
@@ -109,7 +122,10 @@ def test_overlapping_tick_processes_run_each_job_once_within_max_concurrency(eh)
     assert sampler.max_open_per_task <= 1
     assert [e["detail"] for e in eh.events(kind="error")] == []
     assert eh.counter("claims_total") == count  # no job needed a second run
-    assert eh.counter("ticks_total") == sum(exits.values())
+    if kicking:  # the kicked ticks count too
+        assert eh.counter("ticks_total") > sum(exits.values())
+    else:
+        assert eh.counter("ticks_total") == sum(exits.values())
     assert eh.counter("reaped_total") == 0
     eh.check_invariants()
     assert eh.processes() == []
@@ -134,7 +150,9 @@ def fork_tick(eh: EngineHome, max_claims: int) -> int:
 
 
 @pytest.mark.slow
-def test_ticks_killed_at_random_moments_leave_the_invariants_true(eh):
+@KICKS
+def test_ticks_killed_at_random_moments_leave_the_invariants_true(eh, monkeypatch, kicks):
+    with_kicks(monkeypatch, kicks)
     ledger, locks = eh.root / "LEDGER", eh.root / "locks"
     locks.mkdir()
     # Each run holds an flock on its job's lock file for as long as any process of it
@@ -180,6 +198,7 @@ def test_ticks_killed_at_random_moments_leave_the_invariants_true(eh):
     eh.tick_until(lambda: eh.value("SELECT count(*) FROM tasks WHERE state = 'closed'")
                   == count, max_claims=5, timeout=120, pause=0.05,
                   what="every task to finish after the killing")
+    settle_kicks(eh.home)
     wait_for(lambda: eh.processes() == [], 5, "no process of any run to be left")
 
     lines = ledger.read_text().splitlines()

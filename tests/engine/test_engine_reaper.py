@@ -25,6 +25,7 @@ from support.engine import (
     wait_for,
     write_script,
 )
+from support.env import keep_env
 
 from orch import procs
 
@@ -221,7 +222,7 @@ def test_a_reused_pid_is_dead_and_never_signalled(eh, case):
 
 
 def start_unrelated_sleeper_in_shell() -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = {k: v for k, v in os.environ.items() if keep_env(k)}
     return subprocess.Popen(["sh", "-c", "sleep 60; true"], env=env, start_new_session=True)
 
 
@@ -282,7 +283,7 @@ def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_id(eh):
                                         log_dir=str(eh.settings().paths.logs))
     assert claimed is not None
     job, run = claimed
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = {k: v for k, v in os.environ.items() if keep_env(k)}
     marks = {"ORCH_HOME": str(eh.home), "ORCH_RUN_ID": str(run.id)}
     orphan = subprocess.Popen(["sh", "-c", "sleep 60; true"], env={**env, **marks},
                               start_new_session=True)

@@ -34,6 +34,7 @@ from orch.machine import Pipeline
 from orch.pipeline import load_pipeline
 from orch.state.db import Database
 from support.db import RawDb
+from support.env import keep_env
 from support.git import make_repo
 
 PY = sys.executable
@@ -91,7 +92,7 @@ def finished(eh: EngineHome, job_id: int) -> bool:
 
 def start_unrelated_sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:
     """A process that has nothing to do with orch (its own session, no ORCH_* env)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = {k: v for k, v in os.environ.items() if keep_env(k)}
     return subprocess.Popen(["sleep", str(seconds)], env=env, start_new_session=True)
 
 
@@ -180,7 +181,7 @@ class EngineHome:
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of a separate orch process: ours minus ORCH_*, our bin on PATH."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        env = {k: v for k, v in os.environ.items() if keep_env(k)}
         return env | (extra or {})
 
     def orch_argv(self, *args: str) -> list[str]:
@@ -345,3 +346,26 @@ class EngineHome:
                 except ProcessLookupError:
                     pass
             time.sleep(0.1)
+
+
+def kicked_ticks(home: Path) -> list[int]:
+    """Pids of the kicked ticks (`orch ... tick --kicked TOKEN`) of a home alive now."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rpartition(b")")[2].split()[0]
+        except OSError:
+            continue
+        if b"--kicked" in argv and str(home).encode() in argv and state not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+def settle_kicks(home: Path, timeout: float = 60) -> None:
+    """Wait until no kicked tick of the home runs any more (a test leaves none behind)."""
+    wait_for(lambda: not kicked_ticks(home), timeout, "the kicked ticks to finish", pause=0.1)

@@ -18,7 +18,7 @@ def _task(task_id: int, **over: Any) -> Task:
     row = {"id": task_id, "repo": "app", "title": "t", "body": "", "priority": 0,
            "stage": "work", "state": "waiting", "round": 0, "admitted": 0, "paused_at": None,
            "pause_reason": None, "hold_reason": None, "branch": None, "created_at": STAMP,
-           "updated_at": STAMP, "hold_kind": None}
+           "updated_at": STAMP, "hold_kind": None, "moved_at": STAMP}
     return Task.from_row(row | over)
 
 

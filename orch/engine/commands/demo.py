@@ -159,6 +159,8 @@ def demo_config(repo: Path, tests: list[str]) -> str:
         "heartbeat_timeout_s: 10",
         "retry_backoff_s: 0",
         "cancel_grace_s: 2",
+        "# the demo drives its own ticks, one after another in this process",
+        "flags: {kick_enabled: false}",
         "agents:",
     ]
     for role in ROLES:

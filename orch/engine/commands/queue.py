@@ -329,6 +329,7 @@ def _task_entry(row: Task, ctx: ExplainContext) -> dict[str, Any]:
             "stage": row.stage, "state": str(row.state), "round": row.round,
             "paused": row.paused, "pause_reason": row.pause_reason,
             "hold_reason": row.hold_reason, "age_s": _whole(age_s(row.created_at, ctx.now)),
+            "moved_age_s": _whole(age_s(row.moved_at or row.updated_at, ctx.now)),
             "reason": explain(row, ctx), "host": row.host}
 
 

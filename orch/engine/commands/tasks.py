@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orch.artifacts import TASK_FILE, write_document
+from orch.artifacts import TASK_FILE, render_plain_document, write_atomic
 from orch.config import Settings
 from orch.errors import ConfigError, NotFoundError, RefusedError, UsageError
 from orch.model import JobStatus
@@ -55,30 +56,32 @@ def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -
     """Insert one task (waiting at the first stage) and write its 00-task.md."""
     validate_new_task(settings, new, elsewhere=live_repos(settings, db))
     with db.transaction():
-        task_id = _insert(settings, db, new, first_stage)
+        task_id = _insert(db, new, first_stage)
+        write_atomic(settings.paths.artifacts(task_id) / TASK_FILE, task_document(task_id, new))
+        _store_task_files(settings, db, [task_id])
     task = tasks.get(db, task_id)
     assert task is not None
     return task
 
 
-def _insert(settings: Settings, db: Database, new: NewTask, first_stage: str) -> int:
+def _insert(db: Database, new: NewTask, first_stage: str) -> int:
     task_id = tasks.insert(db, repo=new.repo, title=new.title, body=new.body,
                            priority=new.priority, stage=first_stage)
     events.record(db, "created", f"task added to {new.repo} at stage {first_stage}",
                   task_id=task_id)
-    write_document(settings.paths.artifacts(task_id) / TASK_FILE,
-                   {"id": task_id, "repo": new.repo, "title": new.title,
-                    "priority": new.priority},
-                   f"# {new.title}\n\n{new.body}\n")
-    if db.multi_host:  # the host that admits it may be another: 00-task.md in the state too
-        from orch.engine.stored import store_task_file
-
-        store_task_file(db, settings.paths.artifacts(task_id), task_id)
     return task_id
 
 
+def task_document(task_id: int, new: NewTask) -> str:
+    """The text of a task's 00-task.md."""
+    return render_plain_document(
+        {"id": task_id, "repo": new.repo, "title": new.title, "priority": new.priority},
+        f"# {new.title}\n\n{new.body}\n")
+
+
 def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str) -> list[int]:
-    """Add every record of a .yaml/.yml list or a .jsonl file in one transaction."""
+    """Add every record of a .yaml/.yml list or a .jsonl file in one transaction; every
+    00-task.md is written before the commit."""
     records = read_import_file(path)
     checked = []
     elsewhere = live_repos(settings, db)
@@ -87,7 +90,41 @@ def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str)
         validate_new_task(settings, new, f"{path}:{line}", elsewhere)
         checked.append(new)
     with db.transaction():
-        return [_insert(settings, db, new, first_stage) for new in checked]
+        ids = [_insert(db, new, first_stage) for new in checked]
+        _write_task_files(settings, list(zip(ids, checked, strict=True)))
+        _store_task_files(settings, db, ids)
+    return ids
+
+
+def _store_task_files(settings: Settings, db: Database, ids: list[int]) -> None:
+    """On a state shared by several hosts, 00-task.md in the state too: the host that
+    admits the task may be another (SPEC section 11)."""
+    if not db.multi_host:
+        return
+    from orch.engine.stored import store_task_file
+
+    for task_id in ids:
+        store_task_file(db, settings.paths.artifacts(task_id), task_id)
+
+
+def _write_task_files(settings: Settings, new_tasks: list[tuple[int, NewTask]]) -> None:
+    """00-task.md of each new task, in its new folder, written before the commit.
+
+    Written in place, not through a scratch file and a rename: until the commit no
+    task row names the folder, so nothing reads a half-written file, and a file left
+    by an import that was rolled back is truncated and rewritten when its id is
+    reused. Plain string paths and one thread (more only contend for the lock of the
+    parent folder): the files are most of an import's time."""
+    root = os.fspath(settings.paths.artifacts(0).parent)
+    os.makedirs(root, exist_ok=True)
+    for task_id, new in new_tasks:
+        folder = f"{root}/{task_id}"
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
+        with open(f"{folder}/{TASK_FILE}", "w", encoding="utf-8") as handle:
+            handle.write(task_document(task_id, new))
 
 
 def read_import_file(path: Path) -> list[tuple[int, Any]]:

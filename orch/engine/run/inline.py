@@ -108,5 +108,9 @@ def run_inline(engine: Engine, task: Task, job: Job, run: Run) -> None:
         fresh = jobs.get(engine.db, job.id)
         if fresh is not None:
             judge_job(engine, fresh)
+        if not engine.dry_run:  # the next stage's job may be claimable now
+            from orch.engine.kick import kick
+
+            kick(engine.settings, f"run {run.id} judged", engine.db)
 
 

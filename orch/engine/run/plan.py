@@ -31,6 +31,8 @@ class AgentPlan:
     heartbeat_interval_s: int
     cancel_grace_s: int
     state: str                  # where the state lives (the SQLite file or the PostgreSQL URL)
+    home: str = ""              # the home, for the kick when the run ends
+    kick: bool = False          # flags.kick_enabled
     log_path: str = ""          # the run's log (its tail is stored when it ends, SPEC 11)
 
     def to_json(self) -> str:
@@ -74,4 +76,5 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
         cancel_grace_s=engine.settings.cancel_grace_s, state=engine.settings.state_location,
+        home=str(home.root), kick=engine.settings.flags.kick_enabled,
         log_path=run.log_path or str(home.log(job.id, run.id)))

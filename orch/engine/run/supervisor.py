@@ -11,7 +11,9 @@ finds no row: it kills the agent and leaves.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from orch import procs
 from orch.engine.run.plan import AgentPlan
@@ -32,6 +34,10 @@ def supervise(db: Database, plan: AgentPlan) -> int:
         return 0  # lost the job: nothing to record
     exit_code, timed_out, stdout = result
     _record(db, plan, exit_code, timed_out, stdout)
+    if plan.kick:  # the exit is recorded and the run's processes are gone: judge it now
+        from orch.engine.kick import kick_home
+
+        kick_home(Path(plan.home), os.environ, f"run {plan.run_id} ended", db)
     return 0
 
 

@@ -15,6 +15,10 @@ the tick would do and writes nothing.
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +75,30 @@ def run_tick(settings: Settings, pipeline: Pipeline, db: Database, *, max_claims
     return report
 
 
+def run_ticks_every(period_s: float, tick: Callable[[], TickReport],
+                    show: Callable[[TickReport], None]) -> int:
+    """`tick()`, then again `period_s` after each tick began, until SIGTERM or SIGINT: the
+    signal only sets a flag, so the tick in progress finishes; returns the ticks run.
+    Detached supervisors are left alone (they are not this process's)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    ticks = 0
+    try:
+        while not stop.is_set():
+            began = time.monotonic()
+            show(tick())
+            ticks += 1
+            stop.wait(max(0.0, period_s - (time.monotonic() - began)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return ticks
+
+
 def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
 
     here = Identity.here(engine.host)
@@ -92,12 +120,15 @@ def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
 
 
 def engine_unavailable_repos(engine: Engine) -> dict[str, str]:
-    """{repo: why} for the repos with open tasks that can't be used right now."""
+    """{repo: why} for the repos a tick could work on that can't be used right now: the
+    configured ones, and any other that still has admitted tasks (removed from orch.yaml).
+    Waiting tasks of a repo orch.yaml lacks are never admitted, so they need no look."""
     from orch.availability import repo_problem
     from orch.state import tasks
 
+    names = set(engine.settings.repos) | tasks.repos_with_admitted(engine.db)
     result = {}
-    for name in tasks.open_repos(engine.db):
+    for name in sorted(names):
         reason = repo_problem(engine.settings.repos.get(name))
         if reason:
             result[name] = reason

@@ -16,7 +16,7 @@ from orch import machine
 from orch.engine.context import Engine, isolate
 from orch.engine.moves import carry_out
 from orch.model import HoldKind, TaskState
-from orch.state import events, jobs, repos, tasks
+from orch.state import counters, events, jobs, repos, tasks
 from orch.state.records import Task
 from orch.timeutil import utc_day_start
 
@@ -49,17 +49,21 @@ def choose_admissions(open_tasks: list[Task], max_active: int, *, gate_enabled: 
 
 
 def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
-    """Release the slots of paused tasks with no running job, then admit per repo."""
+    """Release the slots of paused tasks with no running job, then admit per repo.
+
+    What is read is bounded by what can change this tick, never by the number of
+    waiting or held tasks: the admitted tasks (at most the slots), and per repo with a
+    free slot only as many waiting tasks as there are free slots."""
     db = engine.db
-    by_repo: dict[str, list[Task]] = {}
-    for row in tasks.open_tasks(db):
-        if _mine(engine, row) and _hold_if_stage_gone(engine, row):
-            continue
-        by_repo.setdefault(row.repo, []).append(row)
-    frozen = repos.frozen_repos(db)
+    hold_tasks_at_gone_stages(engine)
     running = {job.task_id for job in jobs.running(db)}
-    busy = [repo for repo, rows in by_repo.items() if repo not in unavailable
-            and _repo_has_work(engine, repo, rows, repo in frozen, running)]
+    release = [t for t in tasks.admitted_paused(db) if t.id not in running]
+    frozen = repos.frozen_repos(db)
+    holders = tasks.slot_holders_by_repo(db)
+    busy = sorted({t.repo for t in release} | {
+        name for name in engine.settings.repos
+        if name not in unavailable and _may_admit(engine, name, holders.get(name, 0),
+                                                  name in frozen)})
 
     def admit_repo(repo: str) -> list[int]:
         try:
@@ -95,58 +99,75 @@ def _mine(engine: Engine, task: Task) -> bool:
     return engine.pinned_host is None or task.host in (None, engine.pinned_host)
 
 
-def _hold_if_stage_gone(engine: Engine, task: Task) -> bool:
+def _free_slots(engine: Engine, repo: str, holding: int) -> int | None:
+    """Free slots of a repo (None: no limit, the serial gate is off)."""
+    if not engine.settings.flags.serial_gate_enabled:
+        return None
+    return max(0, engine.hosts.repo_max_active(repo) - holding)
+
+
+def _may_admit(engine: Engine, repo: str, holding: int, frozen: bool) -> bool:
+    """A cheap look outside any transaction: a free slot and a task waiting for it?"""
+    free = _free_slots(engine, repo, holding)
+    if frozen or free == 0:
+        return False
+    return bool(tasks.waiting_in_fifo(engine.db, repo, limit=1, host=engine.pinned_host))
+
+
+def hold_tasks_at_gone_stages(engine: Engine) -> list[int]:
     """A waiting or needs-input task whose stage left the pipeline is held, never dropped.
 
+    Looked for only when the pipeline's stages changed since the last look (the names
+    are kept in `meta`), so a tick does not read every waiting task to find none.
     (Active tasks meet the same check when their next job is enqueued or started.)
     """
-    if task.state not in (TaskState.WAITING, TaskState.NEEDS_INPUT) or \
-            engine.pipeline.get(task.stage) is not None:
-        return False
-    with engine.db.transaction():
-        fresh = tasks.get(engine.db, task.id, lock=True)
-        if fresh is None or fresh.state != task.state or fresh.stage != task.stage:
-            return False
-        carry_out(engine, fresh, None, machine.enter(engine.pipeline, fresh.stage, fresh.round),
-                  "")
-    return True
-
-
-def _repo_has_work(engine: Engine, repo: str, rows: list[Task], frozen: bool,
-                   running: set[int]) -> bool:
-    """A cheap look outside any transaction: a slot to release or a task to admit?"""
-    if any(r.admitted and r.paused and r.id not in running for r in rows):
-        return True
-    return bool(choose_admissions(rows, engine.hosts.repo_max_active(repo),
-                                  gate_enabled=engine.settings.flags.serial_gate_enabled,
-                                  frozen=frozen, running_tasks=running,
-                                  host=engine.pinned_host))
+    names = ",".join(engine.pipeline.names)
+    if counters.get_meta(engine.db, "pipeline_stages") == names:
+        return []
+    held = []
+    for task in tasks.at_stages_not_in(engine.db, engine.pipeline.names,
+                                       (TaskState.WAITING, TaskState.NEEDS_INPUT)):
+        if not _mine(engine, task):
+            continue  # another host's: it holds it on its own tick
+        with engine.db.transaction():
+            fresh = tasks.get(engine.db, task.id)
+            if fresh is None or fresh.state != task.state or fresh.stage != task.stage:
+                continue
+            carry_out(engine, fresh, None,
+                      machine.enter(engine.pipeline, fresh.stage, fresh.round), "")
+            held.append(task.id)
+    if not engine.dry_run:
+        with engine.db.transaction():
+            counters.set_meta(engine.db, "pipeline_stages", names)
+    return held
 
 
 def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
     db = engine.db
-    rows = tasks.open_tasks(db, repo)  # re-read inside the transaction
-    running = {job.task_id for job in jobs.running(db)}
-    kept = []
-    for row in rows:
-        if row.admitted and row.paused and row.id not in running:
+    running = {job.task_id for job in jobs.running(db)}  # re-read inside the transaction
+    for row in tasks.admitted_paused(db, repo):
+        if row.id not in running:
             tasks.update(db, row.id, admitted=False)
             events.record(db, "slot-released", "paused with no running job", task_id=row.id)
-            row = tasks.get(db, row.id) or row
-        kept.append(row)
-    chosen = choose_admissions(kept, engine.hosts.repo_max_active(repo),
-                               gate_enabled=engine.settings.flags.serial_gate_enabled,
-                               frozen=frozen, running_tasks=running, host=engine.pinned_host)
+    config = engine.settings.repos.get(repo)
+    if config is None or frozen:
+        return []
+    free = _free_slots(engine, repo, tasks.slot_holders_by_repo(db, repo).get(repo, 0))
+    if free == 0:
+        return []
+    chosen = tasks.waiting_in_fifo(db, repo, limit=free, host=engine.pinned_host)
     from orch.gitops import branch_name  # lazily: most ticks admit nothing
 
-    for task_id in chosen:
-        row = next(r for r in kept if r.id == task_id)
-        branch = row.branch or branch_name(task_id, row.title)
-        if tasks.update(db, task_id, expect={"state": TaskState.WAITING, "host": row.host},
-                        state=TaskState.ACTIVE, admitted=True, branch=branch, host=engine.host):
+    admitted = []
+    for row in chosen:
+        branch = row.branch or branch_name(row.id, row.title)
+        if tasks.update(db, row.id, expect={"state": TaskState.WAITING, "host": row.host},
+                        state=TaskState.ACTIVE, admitted=True, branch=branch,
+                        host=engine.host):
             events.record(db, "admitted", f"serial gate admitted it to {repo} "
-                          f"(branch {branch}, host {engine.host})", task_id=task_id)
-    return chosen
+                          f"(branch {branch}, host {engine.host})", task_id=row.id)
+            admitted.append(row.id)
+    return admitted
 
 
 def lift_day_budget_holds(engine: Engine) -> list[int]:

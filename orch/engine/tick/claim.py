@@ -76,7 +76,7 @@ def start(engine: Engine, job: Job, run: Run) -> None:
     # The claim's heartbeat must not go stale while git works (or waits for the repo
     # lock) or the supervisor starts: a live tick's job would look dead to another tick.
     with Heartbeat(engine, job.id, run.id):
-        if engine.db.multi_host:  # a task taken over from a dead host: its files from the state
+        if _taken_over(engine, task, run):  # its files from the state (SPEC section 11)
             from orch.engine.stored import restore_artifacts
 
             restore_artifacts(engine, task)
@@ -89,6 +89,16 @@ def start(engine: Engine, job: Job, run: Run) -> None:
             _start_agent(engine, tasks.get(engine.db, task.id) or task, job, run)
             return
     run_inline(engine, tasks.get(engine.db, task.id) or task, job, run)
+
+
+def _taken_over(engine: Engine, task: Task, run: Run) -> bool:
+    """On a state shared by several hosts: the task's previous run was on another host
+    (a dead host's task re-pinned here, or `orch task move`). Only then are the stored
+    files written back: a file a person removed here must stay removed."""
+    if not engine.db.multi_host:
+        return False
+    earlier = [r for r in runs.for_task(engine.db, task.id) if r.id != run.id]
+    return bool(earlier) and earlier[-1].host not in (None, engine.host)
 
 
 def prepare_worktree(engine: Engine, task: Task) -> str:
