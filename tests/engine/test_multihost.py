@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from support.db import RawDb
-from support.engine import FAST, PY, EngineHome, wait_for
+from support.engine import FAST, PY, EngineHome, settle_kicks, wait_for
 from support.git import make_repo, run_git
 
 TERMINAL = ("done", "failed", "cancelled")
@@ -137,7 +137,8 @@ def test_thirty_tasks_on_three_hosts_keep_every_limit(hosts: Any, pg_dsn: str,
         repos: dict[str, dict[str, Any]] = {"app": {"path": str(eh.repo), "max_active": 2}}
         if name == "a":
             repos["lib"] = {"path": str(lib), "max_active": 1}
-        host_config(eh, name, repos, stages, host_max_concurrency=2)
+        host_config(eh, name, repos, stages, host_max_concurrency=2,
+                    flags={"kick_enabled": True})  # kicks on: a run's end starts a tick
     for eh in homes.values():
         eh.tick(max_claims=0)  # every host's row, so that `lib` is known before it is added
     ids = [add(homes["b"], "app", f"app {n}") for n in range(20)]
@@ -153,6 +154,8 @@ def test_thirty_tasks_on_three_hosts_keep_every_limit(hosts: Any, pg_dsn: str,
     finally:
         for loop in loops:
             loop.stop()
+        for home in homes.values():
+            settle_kicks(home.home)
         sampler.stop_flag.set()
         sampler.join()
     eh = homes["a"]
@@ -166,6 +169,7 @@ def test_thirty_tasks_on_three_hosts_keep_every_limit(hosts: Any, pg_dsn: str,
     on = {row["host"] for row in eh.rows("SELECT DISTINCT host FROM runs")}
     assert len(on) >= 2, f"only {on} ran jobs"
     assert sampler.peak >= 2
+    assert eh.rows("SELECT * FROM events WHERE kind = 'kick-failed'") == []
     eh.check_invariants()
 
 
