@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -33,7 +34,7 @@ def host_config(eh: EngineHome, name: str, repos: dict[str, dict[str, Any]],
                 stages: list[dict[str, Any]], **top: Any) -> None:
     """orch.yaml (host NAME, the shared state, REPOS) and pipeline.yaml of one host."""
     config = {"max_concurrency": 3, "max_attempts": 3, **FAST, "host": name,
-              "host_timeout_s": 10, "state": eh.state, "agents": {},
+              "host_timeout_s": 60, "state": eh.state, "agents": {},
               "repos": {repo: {"default_branch": "main", "max_active": 1, **values}
                         for repo, values in repos.items()},
               "pipeline": "pipeline.yaml", **top}
@@ -237,6 +238,18 @@ def test_a_dead_hosts_task_without_pushed_branches_is_held_with_the_reason(
     assert "host a is gone" in task["hold_reason"]
     outcomes = [run["outcome"] for job in b.jobs(task_id) for run in b.runs(job["id"])]
     assert "reaped" in outcomes
+    # from b, a's task reads the same: its files stored as runs were judged, its logs
+    # (a's log files are not here: the stored tail, or where the log lives)
+    detail = json.loads(b.cli("task", "show", str(task_id), "--json").stdout)
+    assert {"00-task.md", "10-dev-report.md"} <= set(detail["artifacts"])
+    shutil.rmtree(a.home / "logs")
+    dev_job, slow_job = (job["id"] for job in b.jobs(task_id))
+    dev_log = b.cli("logs", str(dev_job))
+    assert dev_log.returncode == 0 and dev_log.stdout == b.value(
+        "SELECT log_tail FROM runs WHERE job_id = ?", (dev_job,))
+    slow_log = b.cli("logs", str(slow_job), "--run", str(b.runs(slow_job)[0]["id"]))
+    assert slow_log.returncode == 0 and "on host a" in slow_log.stdout
+    b.tick(max_claims=0)  # b's row fresh, whatever the time the checks above took
     shown = b.cli("queue", "--json")
     assert shown.returncode == 0, shown.stderr
     entry = json.loads(shown.stdout)
@@ -254,7 +267,8 @@ def test_a_dead_hosts_task_without_pushed_branches_is_held_with_the_reason(
     b.check_invariants()
 
 
-def test_task_move_is_refused_while_a_job_of_the_task_runs(hosts: Any) -> None:
+def test_task_move_is_refused_while_a_job_runs_and_a_cancel_reaches_its_host(
+        hosts: Any) -> None:
     a, b = hosts("a"), hosts("b")
     stages = [{"name": "slow", "runner": "command", "command": ["sleep", "60"]}]
     host_config(a, "a", {"app": {"path": str(a.repo)}}, stages)
@@ -271,6 +285,12 @@ def test_task_move_is_refused_while_a_job_of_the_task_runs(hosts: Any) -> None:
         metrics = b.cli("metrics").stdout
         assert 'orch_host_jobs_running{host="a"} 1' in metrics
         assert 'orch_host_up{host="b"} 1' in metrics
+        # a cancel on b ends the run in the state; a's tick notices at its next heartbeat
+        # and stops its own command (nothing is signalled across hosts)
+        assert b.cli("cancel", str(task_id)).returncode == 0
+        wait_for(lambda: not a.processes(), 30, "a to stop the cancelled run itself")
+        assert a.task(task_id)["stage"] == "cancelled"
+        assert ticking.wait(timeout=30) == 0
     finally:
         a.close()
         ticking.wait(timeout=30)
