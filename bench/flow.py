@@ -270,14 +270,29 @@ def bench_open_work(runner: Runner, profile: Profile, notes: list[str]) -> list[
 # --------------------------------------------------------------------------- import
 
 
+FILES_FLOOR = """
+import os, sys
+root, count = sys.argv[1], int(sys.argv[2])
+os.makedirs(root)
+for i in range(count):
+    os.mkdir(f"{root}/{i}")
+    with open(f"{root}/{i}/00-task.md", "w", encoding="utf-8") as handle:
+        handle.write("x" * 400)
+"""
+
+
 def bench_import(runner: Runner, profile: Profile, notes: list[str]) -> list[Row]:
+    """`orch task import` against its file-system floor, interleaved: the same number of
+    folders and 00-task.md files written by a bare Python loop (no rows, no parsing)."""
+    import sys
+
     count = profile.import_tasks
     source = runner.tmp / "import.jsonl"
     with open(source, "w", encoding="utf-8") as out:
         for i in range(count):
             out.write(json.dumps({"repo": "app", "title": f"imported task {i}: do the thing",
                                   "body": "A body of a few words.", "priority": i % 3}) + "\n")
-    walls = []
+    walls, floors = [], []
     for rep in range(profile.import_reps):
         home = make_home(runner, runner.tmp / f"import-{rep}",
                          make_repo(runner.tmp / f"import-repo-{rep}"))
@@ -285,11 +300,18 @@ def bench_import(runner: Runner, profile: Profile, notes: list[str]) -> list[Row
         got = len(list((home / "tasks").iterdir()))
         if got != count:
             raise BenchError(f"import: {got} task folders, expected {count}")
-    wall = statistics.median(walls)
+        floors.append(runner.run([sys.executable, "-c", FILES_FLOOR,
+                                  str(runner.tmp / f"import-floor-{rep}"), str(count)]).wall)
+    wall, floor = statistics.median(walls), statistics.median(floors)
     rate = count / wall
     notes.append(f"Import: median of {profile.import_reps} runs of `orch task import` of "
                  f"{count:,} tasks (a .jsonl file) into a fresh home, every 00-task.md "
-                 "written before the commit.")
+                 "written before the commit, alternated with the file-system floor: a bare "
+                 f"Python process making the same {count:,} folders and 400-byte files.")
     return [Row("import", f"orch task import ({count:,} tasks)", "—",
                 f"{rate:,.0f} tasks/s ({seconds(wall)})", None, "≥ 5,000 tasks/s",
-                rate >= 5000, "import")]
+                rate >= 5000, "import"),
+            Row("import", f"orch task import ({count:,} tasks)",
+                f"the same folders and files alone (python -c, {count / floor:,.0f} files/s)",
+                f"{seconds(wall)} vs {seconds(floor)}", wall / floor, "—", None,
+                "import-floor")]

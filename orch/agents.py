@@ -1,8 +1,10 @@
 """Agents: argv templates and the environment every run gets (SPEC section 5).
 
 Argv templates. Each element of a role's `command` may contain `{prompt}`,
-`{prompt_file}`, `{task_id}`, `{stage}`, `{round}`, `{artifacts}` and
-`{worktree}`. They are replaced inside each element in one pass (a value is
+`{prompt_file}`, `{task_id}`, `{stage}`, `{round}`, `{artifacts}`,
+`{worktree}`, `{git_dir}` and `{git_common_dir}` (the worktree's private git
+directory and the repository's common one, which a sandboxed agent must be
+allowed to write to commit). They are replaced inside each element in one pass (a value is
 never scanned again, so a prompt that contains `{stage}` stays as written),
 never through `str.format` and never through a shell: an element is one argv
 entry whatever it contains. Other braces are left alone.
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from orch.config import Settings
     from orch.home import Home
 
-PLACEHOLDERS = ("prompt", "prompt_file", "task_id", "stage", "round", "artifacts", "worktree")
+PLACEHOLDERS = ("prompt", "prompt_file", "task_id", "stage", "round", "artifacts", "worktree",
+                "git_dir", "git_common_dir")
 PROMPT_ARG_LIMIT = 100 * 1024
 
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")

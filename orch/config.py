@@ -62,17 +62,71 @@ BUDGET_KEYS = ("task_usd", "day_usd")
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
-DEFAULT_AGENTS: dict[str, dict[str, Any]] = {
-    "analyst": {"command": ["claude", "-p", "--output-format", "json", "{prompt}"],
-                "output": "claude-json", "timeout_s": 3600},
-    "developer": {"command": ["claude", "-p", "--allowedTools",
-                              "Bash(git:*),Bash(python:*),Bash(pytest:*),Edit,Write",
-                              "--output-format", "json", "--permission-mode", "acceptEdits",
-                              "{prompt}"],
-                  "output": "claude-json", "timeout_s": 7200},
-    "reviewer": {"command": ["claude", "-p", "--output-format", "json", "{prompt}"],
-                 "output": "claude-json", "timeout_s": 1800},
+# --- the agents' presets (docs/agents.md explains every flag) -------------------------
+# Verified with Claude Code 2.1.332 and Codex 0.171.0 in their default permission models
+# (tests/realcli, tests/realcli/test_real_agents_tick.py). `orch init --agents KIND` writes one.
+
+# The project's test command in the spellings an agent types (a `python:*` prefix is a
+# whole word: it does not allow `python3 -m pytest`), and through the runners of the
+# layouts a test command is detected from (uv, Poetry, Hatch, PDM, tox, nox, a .venv).
+CLAUDE_TEST_TOOLS = ("Bash(python3:*) Bash(python:*) Bash(pytest:*) Bash(uv run:*) "
+                     "Bash(poetry run:*) Bash(hatch run:*) Bash(pdm run:*) Bash(tox:*) "
+                     "Bash(nox:*) Bash(.venv/bin/python:*) Bash(./.venv/bin/python:*)")
+# `=`: --add-dir and --allowedTools take several values and would swallow the prompt;
+# `--` ends them too. The artifacts folder lies outside the worktree: --add-dir opens it.
+_CLAUDE = ["claude", "-p", "--output-format", "json", "--add-dir={artifacts}"]
+# analyst, reviewer, tester: write their deliverable in the artifacts folder and nowhere
+# else (`Edit(//abs/**)`: the doubled slash makes the rule path absolute), run the tests.
+_CLAUDE_READER = [*_CLAUDE, f"--allowedTools=Edit(/{{artifacts}}/**) {CLAUDE_TEST_TOOLS}",
+                  "--", "{prompt}"]
+_CLAUDE_DEVELOPER = [*_CLAUDE, "--permission-mode", "acceptEdits",
+                     f"--allowedTools=Bash(git:*) {CLAUDE_TEST_TOOLS}",
+                     "--disallowedTools=Bash(git push:*)", "--", "{prompt}"]
+
+# Codex's own sandbox, no approvals, orch's PATH for the agent's commands (no login
+# shell), an unreachable provider ends the run, the artifacts folder writable.
+_CODEX = ["codex", "exec", "--json", "-s", "workspace-write", "-c", 'approval_policy="never"',
+          "-c", "allow_login_shell=false", "--disable", "unbounded_connection_retries",
+          "--add-dir", "{artifacts}"]
+# Loopback and network sockets for the project's tests (the sandbox refuses even loopback).
+_CODEX_NETWORK = ["-c", "sandbox_workspace_write.network_access=true"]
+# A commit in a worktree writes its private git dir and the main repository's objects,
+# refs and logs; hooks and config stay read-only.
+_CODEX_COMMIT = ["--add-dir", "{git_dir}", "--add-dir", "{git_common_dir}/objects",
+                 "--add-dir", "{git_common_dir}/refs", "--add-dir", "{git_common_dir}/logs"]
+
+_TIMEOUTS = {"analyst": 3600, "developer": 7200, "reviewer": 1800, "tester": 3600}
+
+
+def _role(command: list[str], output: str | None, role: str) -> dict[str, Any]:
+    return {"command": command, "output": output, "timeout_s": _TIMEOUTS[role]}
+
+
+CLAUDE_PRESETS: dict[str, dict[str, Any]] = {
+    "analyst": _role(_CLAUDE_READER, "claude-json", "analyst"),
+    "developer": _role(_CLAUDE_DEVELOPER, "claude-json", "developer"),
+    "reviewer": _role(_CLAUDE_READER, "claude-json", "reviewer"),
+    "tester": _role(_CLAUDE_READER, "claude-json", "tester"),
 }
+CODEX_PRESETS: dict[str, dict[str, Any]] = {
+    "analyst": _role([*_CODEX, "{prompt}"], "codex-jsonl", "analyst"),
+    "developer": _role([*_CODEX, *_CODEX_NETWORK, *_CODEX_COMMIT, "{prompt}"], "codex-jsonl",
+                       "developer"),
+    "reviewer": _role([*_CODEX, "{prompt}"], "codex-jsonl", "reviewer"),
+    "tester": _role([*_CODEX, *_CODEX_NETWORK, "{prompt}"], "codex-jsonl", "tester"),
+}
+# aider edits files of its own git repository only and prints no structured result: it
+# can be the developer (it commits itself; orch's report wrapper writes 10-dev-report.md
+# from what it did), never a role whose deliverable is a judgment written outside the
+# repository (analysis, review, test report): those stay with Claude Code.
+AIDER_DEVELOPER = ["{python}", "-m", "orch.report_wrapper", "10-dev-report.md", "--",
+                   "aider", "--yes-always", "--no-check-update", "--no-analytics",
+                   "--no-show-model-warnings", "--no-pretty", "--message-file", "{prompt_file}"]
+AIDER_PRESETS: dict[str, dict[str, Any]] = {
+    **CLAUDE_PRESETS, "developer": _role(AIDER_DEVELOPER, None, "developer")}
+AGENT_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "claude": CLAUDE_PRESETS, "codex": CODEX_PRESETS, "aider": AIDER_PRESETS}
+DEFAULT_AGENTS = CLAUDE_PRESETS
 
 
 @frozen_record

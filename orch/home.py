@@ -59,6 +59,14 @@ class Home:
     def log(self, job_id: int, run_id: int) -> Path:
         return self.logs / f"job-{job_id}-run-{run_id}.log"
 
+    def run_mark(self, run_id: int) -> str:
+        """The mark (`ORCH_RUN_MARK`) every process of run `run_id` of this home carries:
+        the home's own id (two homes share run ids, never marks) and the run id
+        (docs/processes.md)."""
+        from orch.procs.marks import home_id, run_mark
+
+        return run_mark(home_id(self.root), run_id)
+
     @contextmanager
     def repo_lock(self, repo: str) -> Iterator[None]:
         """Serialize worktree changes of one repo across overlapping ticks and orch gc.

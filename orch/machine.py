@@ -163,8 +163,9 @@ def enter(pipeline: Pipeline, name: str, round_: int, verdict: Verdict = Verdict
 
 
 def next_move(pipeline: Pipeline, at: Position, verdict: Verdict, limits: Limits,
-              skip: Collection[str] = ()) -> Move:
-    """The one rule book: a verdict at a position becomes a Move (SPEC section 3)."""
+              skip: Collection[str] = (), hold_kind: HoldKind = HoldKind.VERDICT) -> Move:
+    """The one rule book: a verdict at a position becomes a Move (SPEC section 3).
+    A HOLD verdict holds with `hold_kind` (an agent's failed authentication: `auth`)."""
     stage = pipeline.get(at.stage)
     if stage is None:
         return _stage_gone(verdict, at.stage, at.round, at.attempt, at.defers)
@@ -186,7 +187,7 @@ def next_move(pipeline: Pipeline, at: Position, verdict: Verdict, limits: Limits
                          f"{limits.max_defers})")
         return Move(verdict, MoveKind.DEFER, at.stage, at.round, at.attempt, defers)
     if verdict is Verdict.HOLD:
-        return _hold(at, HoldKind.VERDICT)
+        return _hold(at, hold_kind)
     return Move(verdict, MoveKind.NEEDS_INPUT, at.stage, at.round, at.attempt, at.defers)
 
 

@@ -16,15 +16,19 @@ def init(
     ctx: typer.Context,
     repo: Annotated[list[str] | None, typer.Option(
         "--repo", metavar="NAME=PATH", help="Add a repo to a new orch.yaml (repeatable).")] = None,
+    agents: Annotated[str, typer.Option(
+        "--agents", metavar="claude|codex|aider",
+        help="Whose presets fill `agents:` in a new orch.yaml (aider: the developer only).")
+    ] = "claude",
 ) -> None:
     """Create the home, a commented orch.yaml and the database (idempotent).
 
-    Example: orch --home ~/orch init --repo app=~/src/app
+    Example: orch --home ~/orch init --repo app=~/src/app --agents codex
     """
     from orch.engine.commands.init import init_home
 
     obj: AppContext = ctx.obj
-    result = init_home(obj.home, repo or [])
+    result = init_home(obj.home, repo or [], agents)
     state = "wrote" if result.config_written else "kept existing"
     print(f"orch home: {result.home} ({state} orch.yaml)")
     for name in result.repos:

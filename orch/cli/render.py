@@ -74,9 +74,11 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
     if detail["runs"]:
         rows = [[r["id"], r["job_id"], r["started_at"], r["outcome"] or "running",
                  r["exit_code"] if r["exit_code"] is not None else "",
-                 f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else ""]
+                 f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else "",
+                 r.get("denials") or ""]
                 for r in detail["runs"]]
-        table("runs", ["run", "job", "started", "outcome", "exit", "cost"], rows, width)
+        table("runs", ["run", "job", "started", "outcome", "exit", "cost", "denied"], rows,
+              width)
     out.print("timeline", style="bold")
     for event in detail["events"]:
         job = f" job {event['job_id']}" if event["job_id"] else ""

@@ -38,17 +38,20 @@ def later_or_now(seconds: float) -> str:
     return later(max(0.0, seconds))
 
 
-def plan_move(engine: Engine, task: Task, job: Job, verdict: Verdict) -> Move:
+def plan_move(engine: Engine, task: Task, job: Job, verdict: Verdict,
+              hold_kind: HoldKind = HoldKind.VERDICT) -> Move:
     """What the stage machine says a verdict on this job does to its task."""
     stage = engine.pipeline.get(job.stage)
     return machine.next_move(engine.pipeline, Position(job.stage, task.round, job.attempt,
                                                        job.defers),
                              verdict, engine.limits(stage, task.repo),
-                             engine.skipped_stages(task.repo))
+                             engine.skipped_stages(task.repo), hold_kind)
 
 
-def apply_verdict(engine: Engine, job: Job, verdict: Verdict, reason: str) -> bool:
-    """Judge a finished job once and move its task; False when it was judged already."""
+def apply_verdict(engine: Engine, job: Job, verdict: Verdict, reason: str,
+                  hold_kind: HoldKind = HoldKind.VERDICT) -> bool:
+    """Judge a finished job once and move its task; False when it was judged already.
+    A HOLD is stored with `hold_kind`."""
     db = engine.db
     with db.transaction():
         tasks.lock_of_job(db, job.id)  # the task first, then the job (see tasks.get)
@@ -61,7 +64,8 @@ def apply_verdict(engine: Engine, job: Job, verdict: Verdict, reason: str) -> bo
         if task.closed:
             jobs.record_verdict(db, fresh.id, verdict)
             return True
-        carry_out(engine, task, fresh, plan_move(engine, task, fresh, verdict), reason)
+        carry_out(engine, task, fresh, plan_move(engine, task, fresh, verdict, hold_kind),
+                  reason)
     return True
 
 

@@ -15,7 +15,9 @@ import re
 import signal
 import subprocess
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,20 @@ _DRAIN_S = 2.0  # how long to read what a killed git left in its pipes
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 Log = Callable[[str], None]
+# Variables added to every git command's environment in this context: a run's mark
+# (ORCH_RUN_MARK), so that git and its hooks belong to the merge's run and end with it.
+_RUN_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("orch_gitops_run_env",
+                                                            default=None)
+
+
+@contextmanager
+def run_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Run every git command of the block with these variables added (the run's mark)."""
+    token = _RUN_ENV.set(dict(env))
+    try:
+        yield
+    finally:
+        _RUN_ENV.reset(token)
 
 
 class GitError(OrchError):
@@ -72,7 +88,8 @@ def _git(path: Path | str, *args: str, check: bool = True,
     if not Path(path).is_dir():
         raise GitError(f"git {args[0]}: {path} is not a directory")
     try:
-        proc = subprocess.Popen(["git", *args], cwd=path, env={**os.environ, **GIT_ENV},
+        proc = subprocess.Popen(["git", *args], cwd=path,
+                                env={**os.environ, **(_RUN_ENV.get() or {}), **GIT_ENV},
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     except OSError as exc:
@@ -222,6 +239,20 @@ def head_commit(path: Path, ref: str = "HEAD") -> str:
 def count_commits(path: Path, base: str, ref: str = "HEAD") -> int:
     """How many commits REF has that BASE has not (`git rev-list --count BASE..REF`)."""
     return int(_git(path, "rev-list", "--count", f"{base}..{ref}").stdout.strip())
+
+
+def log_oneline(path: Path, revisions: str) -> list[str]:
+    """`git log --oneline REVISIONS`, one line per commit (newest first)."""
+    out = _git(path, "log", "--oneline", "--no-decorate", revisions).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def git_dirs(worktree_path: Path) -> tuple[Path, Path]:
+    """(its private git directory, the repository's common one) of a working tree: a
+    `git worktree` keeps the first in the main repository's `.git/worktrees/<name>`."""
+    out = _git(worktree_path, "rev-parse", "--absolute-git-dir", "--path-format=absolute",
+               "--git-common-dir").stdout.splitlines()
+    return Path(out[0].strip()), Path(out[1].strip())
 
 
 def commits_beyond_default(repo_path: Path, branch: str, default_branch: str) -> int:

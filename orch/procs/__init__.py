@@ -13,15 +13,13 @@ Only the standard library is used, so importing this module is cheap for a tick.
 
 from __future__ import annotations
 
+from orch.procs.child import AgentChild
 from orch.procs.groups import (
     group_alive,
     group_members,
-    groups_with_env,
     kill_group,
-    kill_own_group_members,
     own_group,
     terminate_group,
-    terminate_own_group,
 )
 from orch.procs.identity import (
     Identity,
@@ -32,11 +30,10 @@ from orch.procs.identity import (
     self_identity,
     start_ticks,
 )
-from orch.procs.run import GroupChild, GroupRun, run_in_group, spawn_detached
+from orch.procs.run import GroupRun, run_in_group, spawn_detached
 
 __all__ = [
-    "GroupChild", "GroupRun", "Identity", "boot_id", "group_alive", "group_members",
-    "groups_with_env", "hostname", "is_zombie", "kill_group", "kill_own_group_members",
-    "liveness", "own_group", "run_in_group", "self_identity", "spawn_detached", "start_ticks",
-    "terminate_group", "terminate_own_group",
+    "AgentChild", "GroupRun", "Identity", "boot_id", "group_alive", "group_members",
+    "hostname", "is_zombie", "kill_group", "liveness", "own_group", "run_in_group",
+    "self_identity", "spawn_detached", "start_ticks", "terminate_group",
 ]

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 
-from orch.procs.identity import is_zombie, start_ticks, stat_fields
+from orch.procs.identity import start_ticks, stat_fields
 
 _POLL_S = 0.05
 _KILL_SETTLE_S = 2.0  # how long to wait for SIGKILLed processes to disappear
@@ -31,25 +30,6 @@ def group_members(pgid: int, *, include_zombies: bool = False) -> list[int]:
         if include_zombies or fields[0] not in ("Z", "X"):
             members.append(int(entry))
     return members
-
-
-def groups_with_env(markers: dict[str, str]) -> set[int]:
-    """Process groups of the live processes whose environment holds every KEY=VALUE
-    (only processes we may read: our own user's), never our own group."""
-    wanted = {f"{key}={value}".encode() for key, value in markers.items()}
-    groups: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = set(handle.read().split(b"\0"))
-            if wanted <= environ and not is_zombie(int(entry)):
-                groups.add(os.getpgid(int(entry)))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    groups.discard(os.getpgid(0))  # never our own group, whatever started us
-    return groups
 
 
 def group_alive(pgid: int) -> bool:
@@ -134,38 +114,6 @@ def kill_group(pgid: int, started: int | None, grace_s: float) -> str:
     return "killed"
 
 
-
-
-def terminate_own_group(grace_s: float, *, poll: Callable[[], object] | None = None) -> None:
-    """SIGTERM our own process group (ignoring it ourselves), wait up to `grace_s` for the
-    others to go, then SIGKILL every other member."""
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.killpg(0, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _others_in_own_group():
-            if poll is not None:
-                poll()
-            time.sleep(_POLL_S)
-        kill_own_group_members()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _others_in_own_group() -> bool:
-    me = os.getpid()
-    return any(pid != me for pid in group_members(os.getpgid(0)))
-
-
-def kill_own_group_members() -> None:
-    """SIGKILL whatever else is left in our group (background grandchildren)."""
-    me = os.getpid()
-    for pid in group_members(os.getpgid(0)):
-        if pid != me:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def own_group() -> tuple[int, int | None]:

@@ -1,9 +1,10 @@
 """Starting processes: detached, in a new group with a timeout, or in our own group.
 
-`run_in_group` runs a command in a new process group and makes sure nothing
-of it outlives the call; `spawn_detached` starts the leader of a new session
-(a supervisor) and returns at once; `GroupChild` is the supervisor's agent,
-kept in the supervisor's own group.
+`run_in_group` runs a command in a new process group, marked as its run's
+(`ORCH_RUN_MARK`, docs/processes.md), and makes sure nothing of it outlives the
+call, even what left its group or session; `spawn_detached` starts the leader of
+a new session (a supervisor) and returns at once. The supervisor's agent is
+`orch.procs.child.AgentChild`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from orch.procs.groups import kill_own_group_members, terminate_group
+from orch.procs.groups import terminate_group
 from orch.procs.identity import start_ticks
 
 OUTPUT_TAIL_BYTES = 64 * 1024
@@ -67,6 +68,7 @@ class GroupRun:
     stderr_tail: str  # last ~16 KiB of stderr alone
     pgid: int | None = None
     pgid_started: int | None = None
+    leftover: str | None = None  # the run's processes that could not be ended (a summary)
 
 
 class _Output:
@@ -209,6 +211,7 @@ def run_in_group(
     heartbeat: Callable[[], None] | None = None,
     heartbeat_interval_s: float = 10.0,
     grace_s: float = 5.0,
+    mark: str | None = None,
 ) -> GroupRun:
     """Run `argv` in a new process group and make sure nothing of it outlives the call.
 
@@ -221,8 +224,16 @@ def run_in_group(
     killed the same way, so background grandchildren die too. A command that
     cannot start (missing, not executable, bad cwd) gives `start_error`.
     Exceptions from the callbacks propagate, after the group is killed.
+    With `mark` (the run's `ORCH_RUN_MARK`) the command's environment carries it,
+    and after the group every process with the mark or below the leader is ended
+    too (a tool's `setsid` child, a test's `start_new_session=True` server); what
+    could not be ended is summarised in `leftover`.
     """
     clock = time.monotonic()
+    if mark is not None:
+        from orch.procs.marks import marked_env
+
+        env = marked_env(os.environ if env is None else env, mark)
     log = _open_log(log_path)
     out = _Output(log)
     try:
@@ -234,14 +245,16 @@ def run_in_group(
         out.attach(proc)
         pgid, pgid_started = proc.pid, start_ticks(proc.pid)
         feeder = _start_feeder(proc, stdin_text)
+        leftover: list[str] = []
         try:
             if on_start is not None:
                 on_start(pgid, pgid_started if pgid_started is not None else 0)
             timed_out = _watch(proc, out, timeout_s, heartbeat, heartbeat_interval_s)
         finally:
-            _finish(proc, out, feeder, grace_s)
+            _finish(proc, out, feeder, grace_s, mark, leftover)
         return GroupRun(proc.returncode, timed_out, None, time.monotonic() - clock,
-                        *out.tails(), pgid=pgid, pgid_started=pgid_started)
+                        *out.tails(), pgid=pgid, pgid_started=pgid_started,
+                        leftover=leftover[0] if leftover else None)
     finally:
         if log is not None:
             log.close()
@@ -272,9 +285,18 @@ def _start_feeder(proc: subprocess.Popen[bytes], stdin_text: str | None) -> thre
 
 
 def _finish(proc: subprocess.Popen[bytes], out: _Output, feeder: threading.Thread | None,
-            grace_s: float) -> None:
-    """Kill the group, collect the leader, read the last output and close the pipes."""
+            grace_s: float, mark: str | None = None, leftover: list[str] | None = None) -> None:
+    """Kill the group, then every other process of the run (by its mark and below the
+    leader, while the leader is an unreaped zombie), collect the leader, read the last
+    output and close the pipes."""
     terminate_group(proc.pid, grace_s)
+    if mark is not None:
+        from orch.procs.ending import end_run_tree
+
+        started = start_ticks(proc.pid)
+        ended = end_run_tree(mark, (proc.pid, started) if started else None, grace_s=grace_s)
+        if not ended.complete and leftover is not None:
+            leftover.append(ended.summary())
     proc.wait()
     if feeder is not None:
         feeder.join(timeout=_DRAIN_S)
@@ -282,47 +304,3 @@ def _finish(proc: subprocess.Popen[bytes], out: _Output, feeder: threading.Threa
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
-
-
-class GroupChild:
-    """A process started in the caller's own process group (the supervisor is the session
-    leader and the agent stays in its group), its stdout copied to our stdout (the run's
-    log) as it comes and kept for parsing; stderr goes straight to the log."""
-
-    def __init__(self, argv: list[str], *, cwd: str, env: dict[str, str],
-                 stdin_text: str | None) -> None:
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env,
-            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=None)
-        self._chunks: list[bytes] = []
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
-        if stdin_text is not None and self.proc.stdin is not None:
-            threading.Thread(target=_feed_stdin, args=(self.proc.stdin, stdin_text),
-                             daemon=True).start()
-
-    def _pump(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
-        out = os.fdopen(os.dup(1), "wb", buffering=0)
-        for block in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
-            self._chunks.append(block)
-            try:
-                out.write(block)
-            except OSError:
-                pass
-        out.close()
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def finish(self) -> tuple[int | None, str]:
-        """Wait for the child, kill what is left of our group, return (exit, stdout)."""
-        self.proc.wait()
-        kill_own_group_members()
-        self.proc.poll()
-        self._reader.join(timeout=5)
-        return self.proc.returncode, b"".join(self._chunks).decode("utf-8", "replace")
-
-

@@ -350,6 +350,7 @@ def run_staging(
     heartbeat: Callable[[], None] | None = None,
     heartbeat_interval_s: float = 10.0,
     grace_s: float = 5.0,
+    mark: str | None = None,
 ) -> StagingOutcome:
     """Run one staging attempt, classify it and write its report.
 
@@ -364,7 +365,7 @@ def run_staging(
     run = run_in_group(
         argv, cwd=cwd, env=env, timeout_s=settings.timeout_s, log_path=log_path,
         on_start=on_start, heartbeat=heartbeat,
-        heartbeat_interval_s=heartbeat_interval_s, grace_s=grace_s,
+        heartbeat_interval_s=heartbeat_interval_s, grace_s=grace_s, mark=mark,
     )
     outcome, reason = explain_staging_outcome(
         run.exit_code, run.stderr_tail, timed_out=run.timed_out, start_error=run.start_error

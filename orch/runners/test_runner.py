@@ -223,13 +223,14 @@ class _Runner:
     heartbeat: Callable[[], None] | None
     heartbeat_interval_s: float
     grace_s: float
+    mark: str | None = None
 
     def run(self, argv: list[str]) -> GroupRun:
         return run_in_group(argv, cwd=self.workdir, env=self.env, timeout_s=self.timeout_s,
                             log_path=self.log_path, on_start=self.on_start,
                             heartbeat=self.heartbeat,
                             heartbeat_interval_s=self.heartbeat_interval_s,
-                            grace_s=self.grace_s)
+                            grace_s=self.grace_s, mark=self.mark)
 
 
 def run_tests(
@@ -243,8 +244,12 @@ def run_tests(
     heartbeat: Callable[[], None] | None = None,
     heartbeat_interval_s: float = 10.0,
     grace_s: float = 5.0,
+    mark: str | None = None,
 ) -> TestOutcome:
     """Run the test command (then the smoke commands after a PASS) and judge it.
+
+    With `mark` (the run's ORCH_RUN_MARK) every command carries it and nothing it
+    started outlives it, even a server a test started in its own session.
 
     Each command runs in `workdir` in its own process group with
     `settings.timeout_s`; `on_start(pgid, start_ticks)` is called for every
@@ -253,7 +258,7 @@ def run_tests(
     atomically to `report_path` when given, and returned either way.
     """
     runner = _Runner(workdir, env, settings.timeout_s, log_path, on_start, heartbeat,
-                     heartbeat_interval_s, grace_s)
+                     heartbeat_interval_s, grace_s, mark)
     started_at, clock = now_iso(), time.monotonic()
     pytest = is_pytest_command(settings.command)
     junit_dir = Path(tempfile.mkdtemp(prefix="orch-junit-")) if pytest else None

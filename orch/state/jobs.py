@@ -177,8 +177,8 @@ def heartbeat(db: Database, job_id: int, run_id: int, *, at: str, mono: float) -
 def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
                outcome: str, error: str | None = None, session_id: str | None = None,
                cost_usd: float | None = None, tokens: int | None = None,
-               detail: str | None = None, expect_pid: int | None = None,
-               log_tail: str | None = None) -> bool:
+               detail: str | None = None, expect_pid: int | None = None, denials: int = 0,
+               fault: str | None = None, log_tail: str | None = None) -> bool:
     """End a run: the job becomes succeeded/failed and waits to be judged (fenced by run_id,
     and by the owner's pid when given: a tick never ends a run its supervisor took over)."""
 
@@ -194,7 +194,7 @@ def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
         return False
     runs.record_finish(db, run_id, at=at, exit_code=exit_code, outcome=outcome,
                        session_id=session_id, cost_usd=cost_usd, tokens=tokens, detail=detail,
-                       log_tail=log_tail)
+                       denials=denials, fault=fault, log_tail=log_tail)
     return True
 
 

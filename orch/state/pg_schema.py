@@ -150,7 +150,13 @@ ALTER TABLE tasks ADD COLUMN moved_at text;
 UPDATE tasks SET moved_at = updated_at;
 """
 
-V6_HOSTS = """
+# What an agent's output said about its run (orch.state.schema.V6_RUN_DENIALS_AND_FAULT).
+V6_RUN_DENIALS_AND_FAULT = """
+ALTER TABLE runs ADD COLUMN denials bigint NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN fault text;
+"""
+
+V7_HOSTS = """
 ALTER TABLE tasks ADD COLUMN host text;
 ALTER TABLE runs ADD COLUMN host text;
 ALTER TABLE runs ADD COLUMN log_tail text;
@@ -195,7 +201,8 @@ CREATE TRIGGER jobs_release_run_slots AFTER UPDATE OF status ON jobs
 """
 
 PG_MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                                  V4_HOLD_KIND, V5_FLAT_TICK, V6_HOSTS)
+                                  V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT,
+                                  V7_HOSTS)
 # Tables only PostgreSQL needs (several hosts claiming at once); the schema test allows them.
 PG_ONLY_TABLES = ("run_slots", "orch_schema")
 PG_ONLY_INDEXES = ("run_slots_job",)

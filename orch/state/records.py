@@ -147,6 +147,8 @@ class Run(_Record):
     attempt: int
     base_commit: str | None
     detail: str | None
+    denials: int
+    fault: str | None
     host: str | None = None  # the host it ran on (its log is there)
 
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"outcome": RunOutcome}

@@ -15,7 +15,7 @@ from orch.state.records import Run, runs_of
 from orch.timeutil import now_iso
 
 _SETTABLE = frozenset({"base_commit", "detail", "session_id", "cost_usd", "tokens", "outcome",
-                       "exit_code", "finished_at"})
+                       "exit_code", "finished_at", "denials", "fault"})
 
 
 def create(db: Database, job_id: int, started_at: str, attempt: int, log_dir: str,
@@ -62,12 +62,14 @@ def set_fields(db: Database, run_id: int, **fields: Any) -> None:
 
 def record_finish(db: Database, run_id: int, *, at: str, exit_code: int | None, outcome: str,
                   session_id: str | None, cost_usd: float | None, tokens: int | None,
-                  detail: str | None, log_tail: str | None = None) -> None:
+                  detail: str | None, denials: int = 0, fault: str | None = None,
+                  log_tail: str | None = None) -> None:
     db.execute(
         "UPDATE runs SET finished_at = ?, exit_code = ?, outcome = ?, session_id = ?, "
-        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail), "
+        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail), denials = ?, fault = ?, "
         "log_tail = coalesce(?, log_tail) WHERE id = ?",
-        (at, exit_code, str(outcome), session_id, cost_usd, tokens, detail, log_tail, run_id))
+        (at, exit_code, str(outcome), session_id, cost_usd, tokens, detail, denials, fault,
+         log_tail, run_id))
 
 
 def end(db: Database, run_id: int, outcome: str, detail: str | None = None,
@@ -94,6 +96,28 @@ def task_cost(db: Database, task_id: int) -> float:
 def cost_since(db: Database, since: str) -> float:
     return float(db.scalar("SELECT coalesce(sum(cost_usd), 0) FROM runs WHERE started_at >= ?",
                            (since,)))
+
+
+def job_base_commit(db: Database, job_id: int) -> str | None:
+    """The task branch's head when the job's first run started: commits after it were
+    made during the job, by any of its attempts (`dev_done`)."""
+    value = db.scalar("SELECT base_commit FROM runs WHERE job_id = ? AND base_commit IS NOT "
+                      "NULL ORDER BY id LIMIT 1", (job_id,))
+    return str(value) if value is not None else None
+
+
+def last_denials(db: Database, task_ids: list[int]) -> dict[int, int]:
+    """Task id -> the permission denials of its latest run, for the tasks whose latest
+    run reported any."""
+    if not task_ids:
+        return {}
+    marks = ", ".join("?" for _ in task_ids)
+    rows = db.all(
+        "SELECT jobs.task_id AS task_id, runs.denials AS denials FROM runs "
+        "JOIN jobs ON jobs.id = runs.job_id WHERE runs.denials > 0 AND runs.id IN "
+        "(SELECT max(r.id) FROM runs r JOIN jobs j ON j.id = r.job_id "
+        f"WHERE j.task_id IN ({marks}) GROUP BY j.task_id)", tuple(task_ids))
+    return {int(row["task_id"]): int(row["denials"]) for row in rows}
 
 
 def task_has_started(db: Database, task_id: int) -> bool:

@@ -170,9 +170,16 @@ ALTER TABLE tasks ADD COLUMN moved_at TEXT;
 UPDATE tasks SET moved_at = updated_at
 """
 
+# What an agent's own output said about its run: how many permission denials it
+# reported (shown, left to the gate) and the fault it named (`auth`: a HOLD).
+V6_RUN_DENIALS_AND_FAULT = """
+ALTER TABLE runs ADD COLUMN denials INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN fault TEXT;
+"""
+
 # Several hosts (SPEC section 11): each task's host, each run's host and log tail, the
 # hosts' heartbeat rows, and the judged artifacts, so that every host reads the same.
-V6_HOSTS = """
+V7_HOSTS = """
 ALTER TABLE tasks ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN log_tail TEXT;
@@ -200,7 +207,7 @@ CREATE INDEX tasks_open_host ON tasks (host) WHERE state != 'closed';
 """
 
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                               V4_HOLD_KIND, V5_FLAT_TICK, V6_HOSTS)
+                               V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT, V7_HOSTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

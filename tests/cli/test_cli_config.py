@@ -260,7 +260,11 @@ def test_missing_pipeline_file_names_the_config(orch_home: Path, cli: Cli) -> No
 
 def test_tester_agent_needed_when_test_runner_is_off(
         orch_home: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default pipeline's testing stage needs the `tester` agent with the flag off."""
+    """The default pipeline's testing stage needs the `tester` agent with the flag off
+    (`orch init` writes one: here it was removed)."""
+    config = orch_home / "orch.yaml"
+    config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                if not line.startswith("  tester:")) + "\n")
     monkeypatch.setenv("ORCH_TEST_RUNNER_ENABLED", "off")
     default = default_pipeline_path()
     testing_line = next(number for number, text in

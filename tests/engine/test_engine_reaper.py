@@ -123,7 +123,7 @@ def test_a_killed_supervisor_leaves_its_agent_which_the_reaper_kills(eh):
     assert report.reaped == [job["id"]] and report.claimed == []
     detail = eh.events(task, "reaped")[0]["detail"]
     assert re.search(rf"no process has pid {job['pid']}|pid {job['pid']} is a zombie", detail)
-    assert f"killed process group {pgid}" in detail
+    assert re.search(r"ended [3-9] process\(es\) of the run", detail), detail
     assert not alive(agent_pid) and not alive(sleeper)
     assert group_alive(pgid) == []
     queued = eh.job(job["id"])
@@ -146,7 +146,7 @@ def test_a_stopped_supervisor_is_reaped_by_its_stale_heartbeat(eh):
     assert report.reaped == [job["id"]]
     detail = eh.events(task, "reaped")[0]["detail"]
     assert "heartbeat stale" in detail and "monotonic" in detail
-    assert f"killed process group {pgid}" in detail
+    assert re.search(r"ended \d+ process\(es\) of the run", detail), detail
     assert group_alive(pgid) == []
     assert eh.run(run["id"])["outcome"] == "reaped"
 
@@ -210,7 +210,7 @@ def test_a_reused_pid_is_dead_and_never_signalled(eh, case):
             assert f"no process has pid {job['pid']}" in detail
         else:
             assert "start time differs: pid reused" in detail
-        assert f"left pid {other.pid} alone" in detail
+        assert "no process of the run was left" in detail  # the other pid: never ours
         time.sleep(0.3)
         assert other.poll() is None and alive(other.pid) and alive(member)
         queued = eh.job(job["id"])
@@ -267,8 +267,11 @@ def test_sanitize_repairs_corrupted_queued_rows_or_leaves_them_with_the_flag_off
     assert eh.counter("impossible_queued_total") == 2
 
 
-def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_id(eh):
-    """A tick killed between starting an inline command and recording its group."""
+def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_mark(eh):
+    """A tick killed between starting an inline command and recording its group: the
+    command carries the run's mark, so the reaper finds it; another home's run with the
+    same run id (another mark) is left alone."""
+    from orch.home import Home
     from orch.state import jobs as jobs_state
     from orch.state.jobs import Owner
     from orch.timeutil import now_iso
@@ -284,17 +287,21 @@ def test_a_command_whose_group_was_never_recorded_is_found_by_its_run_id(eh):
     assert claimed is not None
     job, run = claimed
     env = {k: v for k, v in os.environ.items() if keep_env(k)}
-    marks = {"ORCH_HOME": str(eh.home), "ORCH_RUN_ID": str(run.id)}
+    other_home = eh.root / "other"
+    other_home.mkdir()
+    marks = {"ORCH_HOME": str(eh.home), "ORCH_RUN_ID": str(run.id),
+             "ORCH_RUN_MARK": Home(eh.home).run_mark(run.id)}
     orphan = subprocess.Popen(["sh", "-c", "sleep 60; true"], env={**env, **marks},
                               start_new_session=True)
     decoy = subprocess.Popen(["sh", "-c", "sleep 60; true"], start_new_session=True,
-                             env={**env, **marks, "ORCH_HOME": str(eh.root / "other")})
+                             env={**env, **marks, "ORCH_HOME": str(other_home),
+                                  "ORCH_RUN_MARK": Home(other_home).run_mark(run.id)})
     try:
         wait_for(lambda: len(group_alive(orphan.pid)) == 2, 5, "the orphan's sleep")
         report = eh.tick(env={"ORCH_MAX_CONCURRENCY": "0"})
         assert report.reaped == [job.id]
         detail = eh.events(task, "reaped")[0]["detail"]
-        assert f"killed process groups [{orphan.pid}]" in detail, detail
+        assert "ended 2 process(es) of the run" in detail, detail
         orphan.wait(timeout=5)
         assert group_alive(orphan.pid) == []
         assert decoy.poll() is None  # another home's run with the same number: not ours
@@ -343,7 +350,7 @@ def test_a_stopped_tick_is_reaped_its_command_killed_and_its_late_writes_fenced(
         report = eh.tick(env={"ORCH_MAX_CONCURRENCY": "0"})
         assert report.reaped == [job["id"]]
         detail = eh.events(task, "reaped")[0]["detail"]
-        assert "heartbeat stale" in detail and f"killed process group {run['pgid']}" in detail
+        assert "heartbeat stale" in detail and "of the run" in detail
         assert group_alive(run["pgid"]) == []
     finally:
         os.kill(tick.pid, signal.SIGCONT)

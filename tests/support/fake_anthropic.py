@@ -213,6 +213,13 @@ class FakeAnthropic:
         """An environment for `claude` that talks to this server and to nothing else."""
         return claude_env(self.url, config_dir, base=base, **extra)
 
+    def load(self, script: Sequence[Turn]) -> None:
+        """Start a new script (the next run's turns), from its first turn."""
+        with self.lock:
+            self.script = list(script)
+            self.position = 0
+            self._last = None
+
     # -- what was received
     @property
     def main_requests(self) -> list[Request]:

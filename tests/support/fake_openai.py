@@ -135,6 +135,11 @@ class _Script:
             return
         self._steps.pop(0)
 
+    def load(self, steps: list[Step]) -> None:
+        """Replace what is left of the script with `steps` (the next run's)."""
+        with self._lock:
+            self._steps = list(steps)
+
     def remaining(self) -> int:
         """How many steps are left (a sticky error counts as one)."""
         with self._lock:
@@ -176,6 +181,10 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def load(self, steps: list[Step]) -> None:
+        """Script the next run: `steps` replace whatever is left of the script."""
+        self.script.load(steps)
 
     def new_id(self, prefix: str) -> str:
         """A fresh id such as `call_3`."""

@@ -437,8 +437,9 @@ def test_claude_permission_denials() -> None:
         {"tool_name": "Write", "tool_use_id": "t2", "tool_input": {}},
     ]
     report = parse_output("claude-json", _claude(permission_denials=denials))
-    assert report.error is not None
-    assert "2 permission denial(s)" in report.error and "Bash" in report.error
+    # counted on the run and left to the gate: a denial alone discards nothing
+    assert report.error is None and report.fault is None
+    assert report.denials == 2 and report.denied_tools == ("Bash", "Write")
 
 
 @pytest.mark.parametrize(
@@ -643,7 +644,8 @@ def test_is_provider_limit(text: str, expected: bool) -> None:
 
 CLEAN = AgentReport(session_id="s")
 HOLLOW = AgentReport(error="is_error")
-LIMITED = AgentReport(error="429 rate limit", provider_limit=True)
+LIMITED = AgentReport(error="429 rate limit", fault="provider")
+AUTH = AgentReport(error="401", fault="auth")
 
 
 @pytest.mark.parametrize(
@@ -652,6 +654,10 @@ LIMITED = AgentReport(error="429 rate limit", provider_limit=True)
         (None, True, CLEAN, (RunOutcome.TIMEOUT, Verdict.RETRY)),
         (0, True, CLEAN, (RunOutcome.TIMEOUT, Verdict.RETRY)),
         (-9, True, LIMITED, (RunOutcome.TIMEOUT, Verdict.RETRY)),
+        (-9, True, AgentReport(error="x", waiting=True), (RunOutcome.TIMEOUT, Verdict.DEFER)),
+        (1, False, AUTH, (RunOutcome.FAILED, Verdict.HOLD)),
+        (0, False, AUTH, (RunOutcome.FAILED, Verdict.HOLD)),
+        (None, True, AUTH, (RunOutcome.FAILED, Verdict.HOLD)),
         (1, False, CLEAN, (RunOutcome.FAILED, Verdict.RETRY)),
         (None, False, CLEAN, (RunOutcome.FAILED, Verdict.RETRY)),
         (1, False, LIMITED, (RunOutcome.FAILED, Verdict.DEFER)),
@@ -697,9 +703,10 @@ def test_prompt_context_cuts_huge_reports(tmp_path: Path) -> None:
     assert len(report) < 21_000 and "13-test-report.md" in report[-200:]
 
 
-def test_claude_plain_text_limit_message_defers_without_echoing_output() -> None:
+def test_claude_plain_text_is_not_the_clis_word_and_is_never_echoed() -> None:
+    """Without a result object nothing the output says counts (a tool may print anything)."""
     report = parse_output(
         "claude-json", "token=sk-SECRET\nClaude AI usage limit reached|1755615600\n"
     )
-    assert report.provider_limit
+    assert not report.provider_limit and report.fault is None
     assert report.error is not None and "SECRET" not in report.error

@@ -129,12 +129,16 @@ def cancel(settings: Settings, db: Database, task_id: int) -> str:
 
 
 def _kill_run(settings: Settings, job: Job, run: Run | None) -> None:
-    """Terminate what runs for a cancelled job on this machine (never a reused pid)."""
+    """End every process of a cancelled job's run on this machine: by the run's mark
+    (the supervisor, the agent and its tools, an inline command and what it started,
+    in whatever session) and below its recorded group leader; never a reused pid."""
+    from orch.procs import tree
 
-    if not procs.Identity.here(settings.host_name).is_local(job.host, job.boot_id):
+    if run is None or not procs.Identity.here(settings.host_name).is_local(job.host,
+                                                                           job.boot_id):
         return
-    if run is not None and run.pgid:
-        procs.kill_group(int(run.pgid), run.pgid_started, settings.cancel_grace_s)
+    root = (int(run.pgid), int(run.pgid_started)) if run.pgid and run.pgid_started else None
+    tree.end_run_tree(settings.paths.run_mark(run.id), root, grace_s=settings.cancel_grace_s)
 
 
 def freeze(db: Database, names: list[str], frozen: bool) -> list[str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from orch.config import Settings, load_settings
+from orch.config import AGENT_PRESETS, Settings, load_settings
 from orch.errors import RefusedError, UsageError
 from orch.home import HOME_DIRS, Home
 from orch.state.db import Database
@@ -36,9 +38,55 @@ def packaged_config_text() -> str:
     return (Path(__file__).resolve().parents[2] / "data" / "orch.yaml").read_text("utf-8")
 
 
-def render_config(repos: list[tuple[str, Path]]) -> str:
-    """The commented example config; `--repo` entries replace its empty `repos: {}`."""
-    text = packaged_config_text()
+AGENTS_BEGIN = "agents:\n"
+AGENTS_END = "\nrepos: {}\n"
+ROLE_NOTES = {
+    "tester": "used only with flags.test_runner_enabled: false",
+}
+AGENT_KINDS = tuple(AGENT_PRESETS)
+KIND_NOTES = {
+    "claude": ("Point it at a proxy or gateway with ANTHROPIC_BASE_URL in env_file.",),
+    "codex": ("Name the provider (base_url, env_key) in $CODEX_HOME/config.toml.",),
+    "aider": ("aider is the developer only: it commits itself and orch's report wrapper",
+              "writes 10-dev-report.md from what it did. It cannot write outside its",
+              "repository, so the roles whose deliverable is a judgment written in the",
+              "artifacts folder (analysis, review, test report) stay with Claude Code."),
+}
+
+
+def agents_yaml(kind: str, python: str | None = None) -> str:
+    """The `agents:` lines of KIND's presets (claude, codex or aider), one role a line;
+    `{python}` in a preset becomes this interpreter (orch's own, for its wrappers)."""
+    if kind not in AGENT_PRESETS:
+        raise UsageError(f"--agents {kind!r}: expected one of {', '.join(AGENT_KINDS)}")
+    lines = [f"  # {kind} presets (orch init --agents {kind}); docs/agents.md explains each "
+             "flag", *(f"  # {line}" for line in KIND_NOTES.get(kind, ()))]
+    for role, spec in AGENT_PRESETS[kind].items():
+        if role in ROLE_NOTES:
+            lines.append(f"  # {role}: {ROLE_NOTES[role]}")
+        lines.append(f"  {role + ':':<10} {_flow(spec, python or sys.executable)}")
+    return "\n".join(lines) + "\n"
+
+
+def _flow(spec: dict[str, Any], python: str) -> str:
+    """One role as a YAML flow mapping (JSON strings are YAML double-quoted strings)."""
+    command = ", ".join(json.dumps(element.replace("{python}", python))
+                        for element in spec["command"])
+    output = json.dumps(spec["output"]) if spec["output"] else "null"
+    return f"{{command: [{command}], output: {output}, timeout_s: {spec['timeout_s']}}}"
+
+
+def _with_agents(text: str, kind: str) -> str:
+    """The packaged text with its `agents:` block replaced by KIND's presets."""
+    start = text.index(AGENTS_BEGIN) + len(AGENTS_BEGIN)
+    end = text.index(AGENTS_END, start)
+    return text[:start] + agents_yaml(kind) + text[end:]
+
+
+def render_config(repos: list[tuple[str, Path]], agents: str = "claude") -> str:
+    """The commented example config with KIND's agent presets; `--repo` entries replace its
+    empty `repos: {}`."""
+    text = _with_agents(packaged_config_text(), agents)
     if not repos:
         return text
     lines = ["repos:"]
@@ -50,8 +98,11 @@ def render_config(repos: list[tuple[str, Path]]) -> str:
     return text.replace("repos: {}\n", "\n".join(lines) + "\n", 1)
 
 
-def init_home(home: Path, repo_options: list[str]) -> InitResult:
-    """Create the home, a commented orch.yaml and the database; idempotent."""
+def init_home(home: Path, repo_options: list[str], agents: str = "claude") -> InitResult:
+    """Create the home, a commented orch.yaml (with `agents` presets) and the database;
+    idempotent."""
+    if agents not in AGENT_PRESETS:
+        raise UsageError(f"--agents {agents!r}: expected one of {', '.join(AGENT_KINDS)}")
     repos = [parse_repo_option(option) for option in repo_options]
     names = [name for name, _ in repos]
     if len(set(names)) != len(names):
@@ -68,7 +119,7 @@ def init_home(home: Path, repo_options: list[str]) -> InitResult:
     if not config.exists():
         from orch.artifacts import write_atomic
 
-        write_atomic(config, render_config(repos))
+        write_atomic(config, render_config(repos, agents))
         written = True
     settings = load_settings(home)
     for sub in HOME_DIRS:

@@ -17,7 +17,7 @@ from orch.config import Settings
 from orch.engine.tick.admit import occupies_slot
 from orch.model import HoldKind, JobStatus, TaskState
 from orch.pipeline import load_pipeline
-from orch.state import counters, events, tasks, views
+from orch.state import counters, events, runs, tasks, views
 from orch.state import repos as repo_state
 from orch.state.db import Database
 from orch.state.records import Job, Task
@@ -65,12 +65,23 @@ class ExplainContext:
     questions_waiting: frozenset[int] = frozenset()  # tasks with a questions file to answer
     budget_details: dict[int, str] = field(default_factory=dict)
     here: str | None = None  # this host, on a state shared by several (names others' jobs)
+    denials: dict[int, int] = field(default_factory=dict)  # task -> its last run's denials
 
 
 # --------------------------------------------------------------------------- explain
 
 def explain(task: Task, ctx: ExplainContext) -> str:
-    """One line saying what a non-terminal task waits for (never empty)."""
+    """One line saying what a non-terminal task waits for (never empty), and the
+    permission denials its last run reported (left to the gate, shown here)."""
+    line = _explain(task, ctx)
+    denied = ctx.denials.get(task.id)
+    if denied and not task.closed:
+        line += (f"; its last run reported {denied} permission denial(s): "
+                 f"orch task show {task.id}")
+    return line
+
+
+def _explain(task: Task, ctx: ExplainContext) -> str:
     if task.closed:
         return f"closed ({task.stage})"
     job = ctx.jobs.get(task.id)
@@ -257,7 +268,8 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
         running=tuple(running), human_stages=human_stages,
         questions_waiting=_questions_waiting(settings, open_rows, questions_stages),
         budget_details=_budget_details(db, open_rows),
-        here=settings.host_name if db.multi_host else None)
+        here=settings.host_name if db.multi_host else None,
+        denials=runs.last_denials(db, [row.id for row in open_rows]))
     shown_running = [job for job, job_repo in running_with_repo
                      if repo is None or job_repo == repo]
     values = counters.all_counters(db)

@@ -15,6 +15,7 @@ from orch.model import JobStatus
 from orch.state import artifacts, events, jobs, runs, tasks
 from orch.state.db import Database
 from orch.state.records import Task
+from orch.timeutil import now_iso
 from orch.yamlio import load_yaml
 
 IMPORT_KEYS = ("repo", "title", "body", "priority")
@@ -64,11 +65,11 @@ def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -
     return task
 
 
-def _insert(db: Database, new: NewTask, first_stage: str) -> int:
+def _insert(db: Database, new: NewTask, first_stage: str, at: str | None = None) -> int:
     task_id = tasks.insert(db, repo=new.repo, title=new.title, body=new.body,
-                           priority=new.priority, stage=first_stage)
+                           priority=new.priority, stage=first_stage, at=at)
     events.record(db, "created", f"task added to {new.repo} at stage {first_stage}",
-                  task_id=task_id)
+                  task_id=task_id, at=at)
     return task_id
 
 
@@ -90,7 +91,8 @@ def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str)
         validate_new_task(settings, new, f"{path}:{line}", elsewhere)
         checked.append(new)
     with db.transaction():
-        ids = [_insert(db, new, first_stage) for new in checked]
+        at = now_iso()  # one import, one moment: every row and event gets the same stamp
+        ids = [_insert(db, new, first_stage, at) for new in checked]
         _write_task_files(settings, list(zip(ids, checked, strict=True)))
         _store_task_files(settings, db, ids)
     return ids

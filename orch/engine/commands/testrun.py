@@ -174,12 +174,14 @@ def _with_overrides(plan: TestRunPlan, request: TestRunRequest) -> TestRunPlan:
 def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
     """Plan the run, run the tests (then the smoke commands), write the report if asked."""
     from orch.agents import run_environment
+    from orch.procs.marks import adhoc_mark
     from orch.runners.test_runner import run_tests
 
     plan = plan_test_run(settings, request)
     env = run_environment(settings, {}) if plan.use_home_env else None
+    # a mark of its own (it is no run of a home): nothing the tests start outlives them
     outcome = run_tests(plan.workdir, plan.settings, report_path=None, env=env,
-                        grace_s=settings.cancel_grace_s)
+                        grace_s=settings.cancel_grace_s, mark=adhoc_mark())
     if plan.report is not None:
         _write_report(plan.report, outcome)
     return TestRunResult(plan, outcome)

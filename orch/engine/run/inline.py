@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from orch import procs
 from orch.engine.context import Engine
 from orch.engine.tick.advance import judge_job
 from orch.state import jobs, runs
@@ -59,10 +58,13 @@ class Heartbeat:
                 return
 
     def _stop_lost_run(self) -> None:
-        """The job was cancelled or reaped under us: stop our command (its group) now."""
-        if self.group is not None:
+        """The job was cancelled or reaped under us: end our command and everything it
+        started (by the run's mark and below its leader) now."""
+        from orch.procs import tree
 
-            procs.kill_group(self.group[0], self.group[1], self.engine.settings.cancel_grace_s)
+        root = self.group if self.group is not None and self.group[1] else None
+        tree.end_run_tree(self.engine.home.run_mark(self.run_id), root,
+                          grace_s=self.engine.settings.cancel_grace_s)
 
 
 class RunLost(Exception):

@@ -31,6 +31,8 @@ class AgentPlan:
     heartbeat_interval_s: int
     cancel_grace_s: int
     state: str                  # where the state lives (the SQLite file or the PostgreSQL URL)
+    mark: str = ""              # the run's ORCH_RUN_MARK (docs/processes.md)
+    log_max_mb: int = 100       # the run's log keeps its head and tail past this size
     home: str = ""              # the home, for the kick when the run ends
     kick: bool = False          # flags.kick_enabled
     log_path: str = ""          # the run's log (its tail is stored when it ends, SPEC 11)
@@ -65,16 +67,31 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
     prompt = render_prompt(load_prompt_template(stage.role, home.prompts), context)
     prompt_file = Path(run.log_path or home.log(job.id, run.id)).with_suffix(".prompt.md")
     prompt_file.write_text(prompt, encoding="utf-8")
-    argv = render_argv(role.command, {**context, "prompt": prompt,
-                                      "prompt_file": str(prompt_file)})
-    env = run_environment(engine.settings, run_vars(
+    argv = render_argv(role.command, {**context, **_git_dirs(role.command, home.worktree(
+        task.repo, task.id)), "prompt": prompt, "prompt_file": str(prompt_file)})
+    from orch.procs.marks import marked_env
+
+    mark = home.run_mark(run.id)
+    env = marked_env(run_environment(engine.settings, run_vars(
         home, task_id=task.id, repo=task.repo, stage=job.stage, round_no=task.round,
-        job_id=job.id, run_id=run.id), dict(role.env))
+        job_id=job.id, run_id=run.id), dict(role.env)), mark)
     return AgentPlan(
         job_id=job.id, run_id=run.id, argv=argv, env=env,
         cwd=str(home.worktree(task.repo, task.id)), timeout_s=float(role.timeout_s),
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
         cancel_grace_s=engine.settings.cancel_grace_s, state=engine.settings.state_location,
+        mark=mark, log_max_mb=engine.settings.log_max_mb,
         home=str(home.root), kick=engine.settings.flags.kick_enabled,
         log_path=run.log_path or str(home.log(job.id, run.id)))
+
+
+def _git_dirs(command: tuple[str, ...] | list[str], worktree: Path) -> dict[str, str]:
+    """{git_dir} and {git_common_dir} of the task's worktree, asked of git only when the
+    role's argv uses them (a sandboxed agent needs them writable to commit)."""
+    if not any("{git_" in element for element in command):
+        return {}
+    from orch import gitops
+
+    git_dir, common = gitops.git_dirs(worktree)
+    return {"git_dir": str(git_dir), "git_common_dir": str(common)}

@@ -20,24 +20,26 @@ COMMAND_TIMEOUT_S = 3600.0
 def dispatch(engine: Engine, task: Task, job: Job, run: Run, on_start: OnStart) -> RunResult:
     """Run the job's runner to its end."""
     from orch.agents import run_environment, run_vars
+    from orch.procs.marks import marked_env
 
-    env = run_environment(engine.settings, run_vars(
+    mark = engine.home.run_mark(run.id)  # every process of the run carries it
+    env = marked_env(run_environment(engine.settings, run_vars(
         engine.home, task_id=task.id, repo=task.repo, stage=job.stage, round_no=task.round,
-        job_id=job.id, run_id=run.id))
+        job_id=job.id, run_id=run.id)), mark)
     log = Path(run.log_path or engine.home.log(job.id, run.id))
     if job.runner == "test-runner":
-        return _test(engine, task, env, log, on_start)
+        return _test(engine, task, env, log, on_start, mark)
     if job.runner == "staging-runner":
-        return _staging(engine, task, job, env, log, on_start)
+        return _staging(engine, task, job, env, log, on_start, mark)
     if job.runner == "merge":
-        return _merge(engine, task, log)
+        return _merge(engine, task, log, env)
     if job.runner == "command":
-        return _command(engine, task, job, env, log, on_start)
+        return _command(engine, task, job, env, log, on_start, mark)
     return None, RunOutcome.FAILED, f"runner {job.runner!r} cannot run inline"
 
 
 def _test(engine: Engine, task: Task, env: dict[str, str], log: Path,
-          on_start: OnStart) -> RunResult:
+          on_start: OnStart, mark: str) -> RunResult:
     from orch.artifacts import TEST_REPORT_FILE
     from orch.engine.commands.testrun import runner_settings
     from orch.runners.test_runner import run_tests
@@ -46,12 +48,12 @@ def _test(engine: Engine, task: Task, env: dict[str, str], log: Path,
     outcome = run_tests(engine.home.worktree(task.repo, task.id), settings,
                         report_path=engine.home.artifacts(task.id) / TEST_REPORT_FILE,
                         env=env, log_path=log, on_start=on_start,
-                        grace_s=engine.settings.cancel_grace_s)
+                        grace_s=engine.settings.cancel_grace_s, mark=mark)
     return outcome.meta.get("exit_code"), RunOutcome.SUCCEEDED, _reason(outcome.meta)
 
 
 def _staging(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,
-             on_start: OnStart) -> RunResult:
+             on_start: OnStart, mark: str) -> RunResult:
     from orch.artifacts import STAGING_REPORT_FILE
     from orch.runners.staging import StagingSettings, run_staging
 
@@ -67,16 +69,19 @@ def _staging(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Pat
         exec_host_side=engine.settings.flags.staging_runner_exec_host_side, values=values,
         cwd=worktree, attempt=runs.count_for_job(engine.db, job.id),
         report_path=engine.home.artifacts(task.id) / STAGING_REPORT_FILE,
-        env=env, log_path=log, on_start=on_start, grace_s=engine.settings.cancel_grace_s)
+        env=env, log_path=log, on_start=on_start, grace_s=engine.settings.cancel_grace_s,
+        mark=mark)
     return result.exit_code, RunOutcome.SUCCEEDED, f"staging {result.outcome}"
 
 
-def _merge(engine: Engine, task: Task, log: Path) -> RunResult:
+def _merge(engine: Engine, task: Task, log: Path, env: dict[str, str]) -> RunResult:
     from orch.artifacts import MERGE_REPORT_FILE
+    from orch.procs.marks import MARK_VAR
     from orch.runners.merge import run_merge
 
     repo = engine.settings.repo(task.repo)
-    with engine.home.repo_lock(task.repo):  # it prunes and may re-add the worktree
+    # git and its hooks carry the run's mark: a reaper after a killed tick ends them
+    with engine.home.repo_lock(task.repo), gitops.run_environment({MARK_VAR: env[MARK_VAR]}):
         result = run_merge(repo.path, engine.home.worktree(task.repo, task.id),
                            task.branch or "", repo.default_branch, push=repo.push,
                            report_path=engine.home.artifacts(task.id) / MERGE_REPORT_FILE,
@@ -87,7 +92,7 @@ def _merge(engine: Engine, task: Task, log: Path) -> RunResult:
 
 
 def _command(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Path,
-             on_start: OnStart) -> RunResult:
+             on_start: OnStart, mark: str) -> RunResult:
     from orch.agents import render_argv
 
     stage = engine.pipeline.get(job.stage)
@@ -98,7 +103,7 @@ def _command(engine: Engine, task: Task, job: Job, env: dict[str, str], log: Pat
               "worktree": str(worktree)}
     result = procs.run_in_group(render_argv(stage.command, values), cwd=worktree, env=env,
                                 timeout_s=COMMAND_TIMEOUT_S, log_path=log, on_start=on_start,
-                                grace_s=engine.settings.cancel_grace_s)
+                                grace_s=engine.settings.cancel_grace_s, mark=mark)
     if result.start_error:
         return None, RunOutcome.FAILED, result.start_error
     if result.timed_out:

@@ -9,13 +9,17 @@ carries out.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from orch.engine.context import Engine, isolate
 from orch.engine.moves import apply_verdict
 from orch.machine import stage_gone_reason
-from orch.model import RunOutcome, Verdict
+from orch.model import HoldKind, RunOutcome, Verdict
 from orch.state import jobs, runs, tasks
-from orch.state.records import Job, Run, Task
+from orch.state.records import Job, Task
 from orch.timeutil import epoch_of
+
+FAULT_AUTH = "auth"  # orch.agent_output.FAULT_AUTH, without importing it in every tick
 
 RETRY_OUTCOMES = {RunOutcome.FAILED: "the run failed", RunOutcome.TIMEOUT: "the run timed out",
                   RunOutcome.HOLLOW_SUCCESS: "the agent exited 0 but reported an error",
@@ -30,7 +34,15 @@ def advance_all(engine: Engine) -> None:
         pass
 
 
-def decide(engine: Engine, job: Job) -> tuple[Verdict, str]:
+class Decision(NamedTuple):
+    """A finished job's verdict, one line of why, and the kind of a HOLD."""
+
+    verdict: Verdict
+    reason: str
+    hold_kind: HoldKind = HoldKind.VERDICT
+
+
+def decide(engine: Engine, job: Job) -> Decision:
     """The verdict for a finished job's latest run, with one line of why."""
     from orch.gates import GateContext, run_gate
 
@@ -38,26 +50,28 @@ def decide(engine: Engine, job: Job) -> tuple[Verdict, str]:
     assert task is not None
     stage = engine.pipeline.get(job.stage)
     if stage is None:
-        return Verdict.HOLD, stage_gone_reason(job.stage)
+        return Decision(Verdict.HOLD, stage_gone_reason(job.stage))
     run = runs.get(engine.db, job.run_id) if job.run_id else None
     outcome = run.outcome if run else None
     error = job.error or ""
+    if run is not None and run.fault == FAULT_AUTH:  # a key a person must fix
+        return Decision(Verdict.HOLD, error or "agent authentication failed", HoldKind.AUTH)
     if outcome == RunOutcome.DEFERRED:
-        return Verdict.DEFER, error or "deferred"
+        return Decision(Verdict.DEFER, error or "deferred")
     # a command stage's non-zero exit is judged by its gate (FAIL); a crash or timeout is not
     if outcome in RETRY_OUTCOMES and not _command_exit(job, outcome):
-        return Verdict.RETRY, RETRY_OUTCOMES[outcome] + (f": {error}" if error else "")
+        return Decision(Verdict.RETRY, RETRY_OUTCOMES[outcome] + (f": {error}" if error else ""))
     ctx = GateContext(
         artifacts=engine.home.artifacts(task.id),
         run_started=epoch_of(run.started_at) if run else 0.0,
         deliverables=stage.deliverables,
         questions=stage.questions,
         questions_gate_enabled=engine.settings.flags.analyst_questions_gate_enabled,
-        new_commits=_new_commits(engine, task, run) if stage.gate == "dev_done" else None,
+        new_commits=_new_commits(engine, task, job) if stage.gate == "dev_done" else None,
         exit_code=job.exit_code,
     )
     result = run_gate(stage.gate, ctx)
-    return result.verdict, result.reason
+    return Decision(result.verdict, result.reason)
 
 
 def push_developer_commits(engine: Engine, job: Job) -> None:
@@ -87,15 +101,18 @@ def _command_exit(job: Job, outcome: str | None) -> bool:
         and job.exit_code is not None and job.exit_code >= 0
 
 
-def _new_commits(engine: Engine, task: Task, run: Run | None) -> int:
-    """Commits added to the task branch during the run (0 when unknown)."""
+def _new_commits(engine: Engine, task: Task, job: Job) -> int:
+    """Commits added to the task branch during the job, by any of its attempts: counted
+    from the head when its first run started (0 when unknown). A RETRY after a run that
+    committed but was judged hollow can pass without committing again."""
     from orch import gitops
 
-    if run is None or not run.base_commit:
+    base = runs.job_base_commit(engine.db, job.id)
+    if not base:
         return 0
     path = engine.home.worktree(task.repo, task.id)
     try:
-        return gitops.count_commits(path, run.base_commit, task.branch or "HEAD")
+        return gitops.count_commits(path, base, task.branch or "HEAD")
     except Exception:
         return 0
 
@@ -107,7 +124,7 @@ def judge_job(engine: Engine, job: Job) -> tuple[Verdict, str] | None:
 
     store_artifacts(engine, job.task_id, job.run_id)
     push_developer_commits(engine, job)
-    verdict, reason = decide(engine, job)
-    if apply_verdict(engine, job, verdict, reason):
+    verdict, reason, hold_kind = decide(engine, job)
+    if apply_verdict(engine, job, verdict, reason, hold_kind):
         return verdict, reason
     return None

@@ -211,10 +211,14 @@ def _start_agent(engine: Engine, task: Task, job: Job, run: Run) -> None:
 def start_supervisor(engine: Engine, job: Job, run: Run, plan_json: str) -> int:
     """Start the detached supervisor with its plan and wait until it has taken the job."""
 
+    from orch.procs.marks import marked_env
+
     log = Path(run.log_path or engine.home.log(job.id, run.id))
+    # The supervisor carries the run's mark too: a reaper that finds it dead ends it
+    # with the agent and every tool process, wherever they went (docs/processes.md).
+    env = marked_env(engine.settings.environ, engine.home.run_mark(run.id))
     pid = procs.spawn_detached(supervisor_argv(engine, job, run), cwd=engine.settings.home,
-                               env=dict(engine.settings.environ), log_path=log,
-                               stdin_text=plan_json)
+                               env=env, log_path=log, stdin_text=plan_json)
     deadline = time.monotonic() + SUPERVISOR_REGISTER_WAIT_S
     while time.monotonic() < deadline:
         current = jobs.get(engine.db, job.id)

@@ -81,8 +81,20 @@ def reap(engine: Engine, here: Identity) -> list[int]:
                                               lambda job: (job.task_id, job.id)) if reaped]
 
 
-def kill_leftovers(engine: Engine, job: Job) -> str:
-    """Kill the run's process group (supervisor's or inline command's), never a reused pid.
+@dataclass(frozen=True)
+class Leftovers:
+    """What ending a dead run's processes did: a line for the event, and whether some
+    could not be ended (then the task is held: no new run starts beside them)."""
+
+    text: str
+    stuck: bool = False
+
+
+def kill_leftovers(engine: Engine, job: Job) -> Leftovers:
+    """End every process of the dead run: by its mark (`ORCH_RUN_MARK`, which the
+    supervisor, the agent, an inline command and all they started carry, whatever session
+    they went to) and below its recorded root (the supervisor's or the inline command's
+    group leader, when its start time still matches: never a reused pid).
 
     The job and its run are read again in one snapshot: a supervisor that took the job
     over since it was judged (it records its pid and its group in one transaction) is
@@ -92,34 +104,18 @@ def kill_leftovers(engine: Engine, job: Job) -> str:
         fresh = jobs.get(engine.db, job.id)
         if fresh is None or (fresh.status, fresh.run_id, fresh.pid) != (
                 JobStatus.RUNNING, job.run_id, job.pid):
-            return "its owner changed meanwhile: nothing killed"
+            return Leftovers("its owner changed meanwhile: nothing killed")
         run = runs.get(engine.db, job.run_id) if job.run_id else None
     if run is None:
-        return "no run recorded"
-    if not run.pgid:
-        return _kill_unrecorded(engine, run.id)
+        return Leftovers("no run recorded")
     if engine.dry_run:
-        return "would kill its process group"
-    outcome = procs.kill_group(int(run.pgid), run.pgid_started, engine.settings.cancel_grace_s)
-    return {"killed": f"killed process group {run.pgid}",
-            "gone": f"process group {run.pgid} already gone",
-            "refused-reused-pid": f"left pid {run.pgid} alone (reused by another process)"
-            }.get(outcome, outcome)
+        return Leftovers("would end the run's processes")
+    from orch.procs import tree
 
-
-def _kill_unrecorded(engine: Engine, run_id: int) -> str:
-    """No group recorded: the tick died between starting an inline command and recording
-    its group. Its processes carry this home's ORCH_HOME and the run's ORCH_RUN_ID in their
-    environment (nothing else does), so their groups are found by that and killed."""
-    groups = procs.groups_with_env({"ORCH_HOME": str(engine.settings.home),
-                                    "ORCH_RUN_ID": str(run_id)})
-    if not groups:
-        return "no process group recorded"
-    if engine.dry_run:
-        return f"would kill process groups {sorted(groups)} (found by ORCH_RUN_ID)"
-    for pgid in sorted(groups):
-        procs.kill_group(pgid, procs.start_ticks(pgid), engine.settings.cancel_grace_s)
-    return f"killed process groups {sorted(groups)} (no group recorded; found by ORCH_RUN_ID)"
+    root = (int(run.pgid), int(run.pgid_started)) if run.pgid and run.pgid_started else None
+    ended = tree.end_run_tree(engine.home.run_mark(run.id), root,
+                              grace_s=engine.settings.cancel_grace_s)
+    return Leftovers(ended.summary(), stuck=not ended.complete)
 
 
 def _tail(engine: Engine, run_id: int) -> str | None:
@@ -133,7 +129,8 @@ def _tail(engine: Engine, run_id: int) -> str | None:
 
 
 def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
-    killed = kill_leftovers(engine, job) if verdict.local else "not on this machine"
+    left = kill_leftovers(engine, job) if verdict.local else Leftovers("not on this machine")
+    killed = left.text
     db = engine.db
     with db.transaction():
         tasks.lock_of_job(db, job.id)  # the task first, then the job (see tasks.get)
@@ -148,6 +145,10 @@ def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
         counters.bump(db, "reaped_total")
         events.record(db, "reaped", f"run {fresh.run_id} reaped: {verdict.evidence}; {killed}",
                       task_id=task.id, job_id=fresh.id)
+        if left.stuck:  # the job no longer counts as running; a person looks
+            hold(engine, task, fresh, f"a leftover of run {fresh.run_id} could not be ended: "
+                 f"{killed}", HoldKind.LEFTOVER)
+            return True
         limits = engine.limits(engine.pipeline.get(fresh.stage), task.repo)
         move = machine.next_move(engine.pipeline, Position(fresh.stage, task.round,
                                                            fresh.attempt, fresh.defers),
