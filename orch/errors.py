@@ -76,3 +76,10 @@ class TryAgainError(OrchError):
     """Try again later: the database stayed locked past its busy timeout."""
 
     exit_code = 75
+
+
+class Interrupted(OrchError):
+    """Ctrl-C (SIGINT) from the person at the terminal; the message says what was left as
+    it was (printed as `interrupted: ...`, exit 130)."""
+
+    exit_code = 130

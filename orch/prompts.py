@@ -64,6 +64,21 @@ The previous round failed (`{{failure_report_file}}`):
 {{failure_report}}
 
 {{/failure_report}}
+{{#merge_conflict}}
+Merging `{{branch}}` into `{{default_branch}}` stopped at conflicts in:
+
+{{merge_conflict}}
+
+If this stage changes code, first rebase `{{branch}}` onto `{{default_branch}}` inside
+the worktree (`git -C {{worktree}} rebase {{default_branch}}`), keep the intent of both
+sides in each file, `git -C {{worktree}} rebase --continue`, and commit any fix on
+`{{branch}}`.
+
+{{/merge_conflict}}
+{{#test_command}}
+The project's tests run with `{{test_command}}` in the worktree.
+
+{{/test_command}}
 Do not push, merge, or touch the default branch `{{default_branch}}`, other
 tasks' artifacts, or other stages' deliverables. Nobody answers interactive
 questions: decide, and say what you assumed.
@@ -83,6 +98,7 @@ def prompt_context(
     default_branch: str,
     role: str = "",
     reject_reason: str | None = None,
+    test_command: str = "",
 ) -> dict[str, str]:
     """Everything a prompt template may name, as strings ("" when absent).
 
@@ -92,9 +108,14 @@ def prompt_context(
     back (see `previous_round_report`) as `previous_review` or as
     `failure_report` with its `failure_report_file`. Those files come whole
     (front matter too, cut at EXCERPT_LIMIT) inside a fenced Markdown block.
-    `reject_reason` is the reason of an `orch reject`, which the caller takes
-    from the event. The keys that are also argv placeholders (task_id, stage,
-    round, artifacts, worktree) hold the same values the argv needs.
+    After a merge conflict, the merge report is not quoted: `merge_conflict`
+    lists the conflicting files instead, and each role's template says what
+    that means for it (the developer rebases its branch), so no report's
+    advice can contradict the prompt. `reject_reason` is the reason of an
+    `orch reject`, which the caller takes from the event; `test_command` is
+    the repo's test command as one shell line. The keys that are also argv
+    placeholders (task_id, stage, round, artifacts, worktree) hold the same
+    values the argv needs.
     """
     title, body = _read_task(artifacts / TASK_FILE)
     context = {
@@ -111,6 +132,7 @@ def prompt_context(
         "default_branch": default_branch,
         "reject_reason": (reject_reason or "").strip(),
         "answered_questions": _fenced(_excerpt(artifacts / QUESTIONS_FILE)),
+        "test_command": test_command,
     }
     return context | _round_report(artifacts, round_no)
 
@@ -118,15 +140,32 @@ def prompt_context(
 def _round_report(artifacts: Path, round_no: int) -> dict[str, str]:
     """From round 1 on: the report that sent the task back, as the previous review or
     as the failure report (with its file name); empty strings otherwise."""
-    found = {"previous_review": "", "failure_report": "", "failure_report_file": ""}
+    found = {"previous_review": "", "failure_report": "", "failure_report_file": "",
+             "merge_conflict": ""}
     report = previous_round_report(artifacts) if round_no > 0 else None
     if report is not None:
         name, text = report
+        conflicts = _merge_conflicts(text) if name == MERGE_REPORT_FILE else None
         if name == REVIEW_FILE:
             found["previous_review"] = _fenced(text)
+        elif conflicts is not None:
+            found["merge_conflict"] = "\n".join(f"- `{path}`" for path in conflicts) \
+                or "- (the report names no file)"
         else:
             found.update(failure_report=_fenced(text), failure_report_file=name)
     return found
+
+
+def _merge_conflicts(text: str) -> list[str] | None:
+    """The conflicting files of a merge report that says `result: conflict`, else None."""
+    try:
+        meta = parse_document(text).meta
+    except ArtifactError:
+        return None
+    if str(meta.get("result", "")).lower() != "conflict":
+        return None
+    files = meta.get("conflicts")
+    return [str(path) for path in files] if isinstance(files, list) else []
 
 
 # Reports that can send a task back to an earlier stage, and how each says "passed".

@@ -54,3 +54,26 @@ def monotonic() -> float:
     """The monotonic clock (heartbeat_mono): immune to clock steps and DST."""
 
     return time.monotonic()
+
+
+def human(stamp: str | None) -> str:
+    """A stored timestamp as people read it: `2026-12-02 02:03:17`, in UTC like every time
+    orch shows (screens say "UTC" once); "-" for none. `--json` keeps the stored form."""
+    if not stamp:
+        return "-"
+    return parse_iso(stamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def span(seconds: float | None) -> str:
+    """A duration as people read it: `45 s`, `12 min`, `3 h 5 min`, `2 days`; "-" for none."""
+    if seconds is None:
+        return "-"
+    value = int(max(0.0, seconds))
+    if value < 120:
+        return f"{value} s"
+    if value < 7200:
+        return f"{value // 60} min"
+    if value < 172800:
+        hours, minutes = divmod(value // 60, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{value // 86400} days"

@@ -16,7 +16,7 @@ import typer
 
 from orch import __version__
 from orch.cli.context import AppContext
-from orch.errors import OrchError
+from orch.errors import Interrupted, OrchError
 
 app = typer.Typer(
     name="orch",
@@ -55,9 +55,9 @@ def root(
 
 
 def _register() -> None:
-    from orch.cli import admin, inspection, maint, ops, runners, tasks
+    from orch.cli import admin, configure, inspection, maint, ops, runners, tasks
 
-    for module in (admin, tasks, ops, inspection, runners, maint):
+    for module in (admin, tasks, ops, inspection, runners, maint, configure):
         module.register(app)
 
 
@@ -92,11 +92,15 @@ def run(argv: list[str] | None = None) -> int:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _error(f"{exc.format_message()}{hint}")
         return 2
-    except typer.Abort:
-        _error("aborted")
+    except typer.Abort:  # click's name for a Ctrl-C the command did not handle itself
+        _interrupted("the command stopped where it was; what it had committed stays, the "
+                     "rest was not done")
         return 130
     except click_exception as exc:
         _error(exc.format_message())
+        return exc.exit_code
+    except Interrupted as exc:
+        _interrupted(str(exc))
         return exc.exit_code
     except OrchError as exc:
         if verbose:
@@ -106,7 +110,8 @@ def run(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        _error("interrupted")
+        _interrupted("the command stopped where it was; what it had committed stays, the "
+                     "rest was not done")
         return 130
     except BrokenPipeError:
         return 0
@@ -117,7 +122,11 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"unexpected {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
         return 1
-    return int(result) if isinstance(result, int) else 0
+    code = int(result) if isinstance(result, int) else 0
+    if code == 130:  # typer's own Exit(130) for a Ctrl-C the command did not handle
+        _interrupted("the command stopped where it was; what it had committed stays, the "
+                     "rest was not done")
+    return code
 
 
 def _app_for(args: list[str]) -> typer.Typer:
@@ -167,6 +176,11 @@ def _first_command_index(args: list[str]) -> int:
                 continue
             return index
     return len(args)
+
+
+def _interrupted(message: str) -> None:
+    """The one line of SPEC section 10 for exit 130: what was left as it was."""
+    print(f"interrupted: {' '.join(message.split())}", file=sys.stderr)
 
 
 def _error(message: str) -> None:

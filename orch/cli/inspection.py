@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
-from orch.errors import UsageError
+from orch.errors import Interrupted, UsageError
 
 WATCH_INTERVAL_S = 2.0
 
@@ -49,7 +49,8 @@ def queue(
         queue_watch(lambda: build_queue(obj.settings, obj.db, repo, obj.pipeline)
                     .for_display(), WATCH_INTERVAL_S)
     except KeyboardInterrupt:
-        return
+        raise Interrupted("stopped watching the queue; it only reads, so nothing was "
+                          "changed") from None
 
 
 def logs(
@@ -76,7 +77,10 @@ def logs(
     try:
         print_log(obj.settings, obj.db, job, run, write, follow=follow)
     except KeyboardInterrupt:
-        return
+        again = f"orch logs {job}" + (f" --run {run}" if run is not None else "") + \
+            (" --follow" if follow else "")
+        raise Interrupted(f"stopped printing the log of job {job}; the run itself goes on "
+                          f"({again} shows it again)") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -14,18 +14,26 @@ def metrics(
     ctx: typer.Context,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE",
-        help="Write to FILE atomically (for node_exporter's textfile collector: a .prom "
-             "file in its directory) instead of printing.")] = None,
+        help="Write to FILE atomically instead of printing: a .prom file in node_exporter's "
+             "textfile collector directory (another name is refused).")] = None,
 ) -> None:
     """Print the counters, tasks by stage and state, running jobs and the last tick time
     in the Prometheus text format.
 
     Example: orch metrics --output /var/lib/node_exporter/textfile/orch.prom
     """
-    from orch.engine.commands.metrics import collect, render, write_textfile
+    from orch.engine.commands.metrics import (
+        check_textfile_name,
+        collect,
+        render,
+        write_textfile,
+    )
 
+    if output is not None:
+        check_textfile_name(output)  # before the database is opened: a usage error
     obj: AppContext = ctx.obj
     text = render(collect(obj.db, stages=tuple(obj.pipeline.names),
+                          repos=tuple(obj.settings.repos),
                           host_timeout_s=obj.settings.host_timeout_s))
     if output is None:
         print(text, end="")

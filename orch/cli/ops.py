@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
-from orch.errors import UsageError
+from orch.errors import Interrupted, UsageError
 
 IDS = Annotated[list[int], typer.Argument(metavar="ID...", help="One or more task ids.")]
 
@@ -190,8 +190,15 @@ def tick(
             tick_summary(report.as_dict(), dry_run=dry_run, quiet=quiet)
 
     if every is None:
-        show(run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
-                      dry_run=dry_run))
+        try:
+            report = run_tick(obj.settings, obj.pipeline, obj.db, max_claims=max_claims,
+                              dry_run=dry_run)
+        except KeyboardInterrupt:
+            raise Interrupted("the tick stopped where it was: what it had committed stays, "
+                              "the agent runs it started go on, and an inline run it was "
+                              "carrying out (tests, staging, merge, a command) was stopped; "
+                              "the next tick reaps and retries that one") from None
+        show(report)
         return
 
     def one_tick() -> TickReport:  # orch.yaml and the pipeline re-read, as cron's ticks do

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from orch.timeutil import age_s, now_iso
+from orch.timeutil import human, now_iso, parse_iso, span
 
 
 def emit_json(data: Any) -> None:
@@ -21,50 +21,121 @@ def console(width: int | None = None) -> Any:
     return Console(width=width, highlight=False, soft_wrap=False)
 
 
+def _longest_word(text: str) -> int:
+    return max((len(word) for word in text.split()), default=0)
+
+
 def table(title: str | None, columns: list[str], rows: list[list[Any]],
           width: int | None = None) -> None:
+    """A table with a header on every column, wrapped at spaces, never inside a word.
+
+    Each column is at least as wide as its longest word; when the terminal cannot
+    hold that (a narrow one), each row becomes a block of `column: value` lines.
+    """
     from rich.table import Table
     from rich.text import Text
 
-    grid = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
-                 header_style="bold")
-    for column in columns:
-        grid.add_column(column, overflow="fold")
-    for row in rows:
-        grid.add_row(*[Text("" if cell is None else str(cell)) for cell in row])  # no markup
-    console(width).print(grid)
+    out = console(width)
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    minimums = [max([_longest_word(header), *(_longest_word(row[i]) for row in cells)])
+                for i, header in enumerate(columns)]
+    if sum(minimums) + 2 * (len(columns) - 1) > out.width:
+        _records(out, title, columns, cells)
+        return
+    grid = Table(title=title, title_justify="left", title_style="bold", box=None,
+                 show_edge=False, pad_edge=False, header_style="bold", padding=(0, 1))
+    for column, minimum in zip(columns, minimums, strict=True):
+        grid.add_column(column, min_width=minimum, overflow="fold")
+    for row in cells:
+        grid.add_row(*[Text(cell) for cell in row])  # Text: no markup in the values
+    out.print(grid)
+
+
+def _records(out: Any, title: str | None, columns: list[str], cells: list[list[str]]) -> None:
+    """A table too wide for the terminal, as one block of `column: value` lines per row."""
+    from orch.cli.layout import wrap
+
+    if title:
+        out.print(title, style="bold", markup=False)
+    width = max(out.width, 20)
+    for row in cells:
+        for index, (column, value) in enumerate(zip(columns, row, strict=True)):
+            if value:
+                lead = "- " if index == 0 else "  "
+                for line in wrap(f"{lead}{column}: {value}", width, style=""):
+                    out.print(line.text, markup=False, no_wrap=True, overflow="ignore")
 
 
 def pipeline_table(stages: list[dict[str, Any]], width: int | None = None) -> None:
-    rows = [[index + 1, s["name"], s["runner"], s["role"] or "", s["gate"], s["on_fail"] or "",
-             ", ".join(s["deliverables"]) + (" (questions)" if s["questions"] else "")]
+    """The stages in order: what runs each (the agent role, else the runner), its gate,
+    where a FAIL goes, and what it writes. Fits 80 columns for the default pipeline."""
+    rows = [[index + 1, s["name"], s["role"] or s["runner"], s["gate"], s["on_fail"] or "-",
+             ", ".join(s["deliverables"]) + (" (questions)" if s["questions"] else "") or "-"]
             for index, s in enumerate(stages)]
-    table("pipeline", ["#", "stage", "runner", "role", "gate", "on_fail", "deliverables"],
-          rows, width)
+    table("pipeline", ["#", "stage", "runs", "gate", "on fail", "writes"], rows, width)
 
 
-def task_rows(tasks: list[dict[str, Any]], width: int | None = None) -> None:
-    if not tasks:
-        print("no tasks")
-        return
-    rows = [[t["id"], t["repo"], t["stage"], t["state"], t["round"],
-             "paused" if t["paused_at"] else "", t["title"]] for t in tasks]
-    table(None, ["id", "repo", "stage", "state", "round", "", "title"], rows, width)
+def task_rows(tasks: list[dict[str, Any]], width: int | None = None, *,
+              hidden: int = 0, what: str = "tasks") -> None:
+    """`orch task list`: one row per task, then how many closed ones are not shown."""
+    if tasks:
+        rows = [[t["id"], t["repo"], t["stage"], t["state"], t["round"],
+                 "yes" if t["paused_at"] else "", t["title"]] for t in tasks]
+        table(None, ["id", "repo", "stage", "state", "round", "paused", "title"], rows, width)
+    else:
+        print(f"no {what}")
+    if hidden:
+        print(f"{hidden} closed task{'s' if hidden != 1 else ''} not shown (--all shows "
+              "them)")
+
+
+def _duration(run: dict[str, Any]) -> str:
+    if not run["finished_at"]:
+        return f"{span((parse_iso(now_iso()) - parse_iso(run['started_at'])).total_seconds())}" \
+            " so far"
+    return span((parse_iso(run["finished_at"]) - parse_iso(run["started_at"])).total_seconds())
+
+
+def _runs_table(detail: dict[str, Any], width: int | None) -> None:
+    stage_of = {job["id"]: job["stage"] for job in detail["jobs"]}
+    denied = any(r.get("denials") for r in detail["runs"])  # a column only when it says so
+    rows = [[r["id"], r["job_id"], stage_of.get(r["job_id"], "?"), human(r["started_at"]),
+             _duration(r), r["outcome"] or "running",
+             r["exit_code"] if r["exit_code"] is not None else "",
+             f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else "",
+             *([r.get("denials") or ""] if denied else [])]
+            for r in detail["runs"]]
+    table("runs", ["run", "job", "stage", "started", "took", "outcome", "exit", "cost",
+                   *(["denied"] if denied else [])], rows, width)
+    costs = [r["cost_usd"] for r in detail["runs"] if r["cost_usd"] is not None]
+    total = f"${sum(costs):.2f}" if costs else "none reported"
+    print(f"cost of the task: {total} ({len(costs)} of {len(detail['runs'])} runs report one)")
+
+
+def _say(out: Any, text: str, *, style: str = "", indent: str = "",
+         hanging: str | None = None) -> None:
+    """Print TEXT wrapped at spaces to the console's width (never inside a word)."""
+    from orch.cli.layout import wrap
+
+    for line in wrap(text, out.width, indent, hanging=hanging):
+        out.print(line.text, style=style or None, markup=False, no_wrap=True,
+                  overflow="ignore", highlight=False)
 
 
 def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
-    """A task as a person reads it: header, jobs and runs, then the timeline."""
+    """A task as a person reads it: header, jobs and runs, then the timeline (times UTC)."""
     task = detail["task"]
     out = console(width)
-    out.print(f"task {task['id']} {task['title']}", style="bold", markup=False, soft_wrap=True)
-    out.print(f"repo {task['repo']}  stage {task['stage']}  state {task['state']}  "
-              f"round {task['round']}  priority {task['priority']}  branch {task['branch'] or '-'}",
-              markup=False, soft_wrap=True)
+    _say(out, f"task {task['id']} {task['title']}", style="bold")
+    _say(out, f"repo {task['repo']}  stage {task['stage']}  state {task['state']}  "
+              f"round {task['round']}  priority {task['priority']}  branch {task['branch'] or '-'}")
+    _say(out, f"created {human(task['created_at'])}, last changed {human(task['updated_at'])} "
+              "(all times UTC)")
     if task["paused_at"]:
-        out.print(f"paused since {task['paused_at']}: {task['pause_reason'] or 'no reason given'}",
-                  markup=False, soft_wrap=True)
+        _say(out, f"paused since {human(task['paused_at'])}: "
+                  f"{task['pause_reason'] or 'no reason given'}")
     if task["hold_reason"]:
-        out.print(f"held: {task['hold_reason']}", markup=False, soft_wrap=True)
+        _say(out, f"held: {task['hold_reason']}")
     if detail["jobs"]:
         rows = [[j["id"], j["stage"], j["runner"], j["status"], j["attempt"], j["defers"],
                  j["verdict"] or "", j["exit_code"] if j["exit_code"] is not None else ""]
@@ -72,20 +143,26 @@ def task_detail(detail: dict[str, Any], width: int | None = None) -> None:
         table("jobs", ["job", "stage", "runner", "status", "attempt", "defers", "verdict",
                        "exit"], rows, width)
     if detail["runs"]:
-        rows = [[r["id"], r["job_id"], r["started_at"], r["outcome"] or "running",
-                 r["exit_code"] if r["exit_code"] is not None else "",
-                 f"${r['cost_usd']:.2f}" if r["cost_usd"] is not None else "",
-                 r.get("denials") or ""]
-                for r in detail["runs"]]
-        table("runs", ["run", "job", "started", "outcome", "exit", "cost", "denied"], rows,
-              width)
+        _runs_table(detail, width)
     out.print("timeline", style="bold")
     for event in detail["events"]:
         job = f" job {event['job_id']}" if event["job_id"] else ""
-        out.print(f"  {event['at'][:19].replace('T', ' ')}  {event['kind']:<12}{job}  "
-                  f"{event['detail']}", markup=False, soft_wrap=True)
-    names = ", ".join(detail["artifacts"]) or "none"
-    out.print(f"artifacts: {names}", markup=False, soft_wrap=True)
+        _say(out, f"{human(event['at'])}  {event['kind']:<12}{job}  {event['detail']}",
+             indent="  ", hanging=" " * 23)
+    _say(out, f"artifacts: {', '.join(detail['artifacts']) or 'none'}")
+
+
+def config_values(report: dict[str, Any], file: str, width: int | None = None) -> None:
+    """`orch config show`: `key = value  (source)` per setting, wrapped at spaces, then the
+    warnings about ORCH_* variables that set nothing."""
+    out = console(width)
+    _say(out, f"the effective configuration of {file}, each value with its source: default, "
+              "a line of that file, or an ORCH_* variable", style="bold")
+    for value in report["values"]:
+        _say(out, f"{value['key']} = {json.dumps(value['value'])}  ({value['source']})",
+             hanging="    ")
+    for warning in report["warnings"]:
+        _say(out, f"warning: {warning}", hanging="    ")
 
 
 def tick_summary(report: dict[str, Any], *, dry_run: bool, quiet: bool) -> None:
@@ -115,139 +192,47 @@ def tick_summary(report: dict[str, Any], *, dry_run: bool, quiet: bool) -> None:
 
 # --------------------------------------------------------------------------- orch queue
 
-def short_age(seconds: float | None) -> str:
-    """12s, 5m, 3h, 2d: an age that fits a narrow column."""
-    if seconds is None:
-        return "-"
-    value = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if value >= size:
-            return f"{value // size}{unit}"
-    return f"{value}s"
 
-
-def _gate_lines(name: str, gate: dict[str, Any], *, enabled: bool,
-                unavailable: str | None) -> list[Any]:
-    """A repo's header: slots, frozen, unavailable; then active / waiting / paused ids."""
-    from rich.text import Text
-
-    slots = f"{len(gate['active'])}/{gate['max_active'] if gate['max_active'] else '?'} slots"
-    head = Text.assemble((name, "bold"), "  ", slots,
-                         "" if enabled else " (serial gate off)")
-    if gate["frozen"]:
-        head.append("  FROZEN", style="bold yellow")
-    lines = [head]
-    if unavailable:
-        lines.append(Text(f"  {unavailable}", style="bold red"))
-    ids = ", ".join
-    parts = [f"active: {ids(map(str, gate['active'])) or '-'}",
-             f"waiting: {ids(map(str, gate['waiting'])) or '-'}"]
-    if gate["paused"]:
-        parts.append("paused: " + ids(f"{p['task']} ({p['reason'] or 'no reason'})"
-                                      for p in gate["paused"]))
-    lines.append(Text("  " + "  ".join(parts), style="dim"))
-    return lines
-
-
-def _queue_task_table(tasks: list[dict[str, Any]]) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    grid = Table(show_edge=False, pad_edge=False, header_style="bold", box=None,
-                 padding=(0, 1))
-    for column in ("id", "stage", "state", "age", "moved"):
-        grid.add_column(column, overflow="fold", no_wrap=False)
-    grid.add_column("title / why it waits", overflow="fold", ratio=1)
-    for task in tasks:
-        stage = task["stage"] + (f" r{task['round']}" if task["round"] else "")
-        state = task["state"] + ("\npaused" if task["paused"] else "")
-        cell = Group(Text(task["title"], overflow="ellipsis", no_wrap=True),
-                     Text(task["reason"], style="cyan", overflow="fold"))
-        moved = task.get("moved_age_s")
-        grid.add_row(str(task["id"]), stage, state, short_age(task["age_s"]),
-                     "-" if moved is None else f"{short_age(moved)} ago", cell)
-    return grid
-
-
-def _running_table(running: list[dict[str, Any]], max_concurrency: int | None) -> Any:
-    from rich.table import Table
-
-    limit = "" if max_concurrency is None else f" of max_concurrency {max_concurrency}"
-    grid = Table(title=f"running jobs: {len(running)}{limit}", title_justify="left",
-                 show_edge=False, pad_edge=False, header_style="bold", box=None,
-                 padding=(0, 1))
-    for column in ("job", "task", "stage", "runner", "pid", "age", "heartbeat"):
-        grid.add_column(column, overflow="fold")
-    for job in running:
-        beat = job["heartbeat_age_s"]
-        grid.add_row(str(job["job"]), str(job["task"]), job["stage"], job["runner"],
-                     str(job["pid"] if job["pid"] is not None else "-"),
-                     short_age(job["age_s"]), "-" if beat is None else f"{short_age(beat)} ago")
-    return grid
-
-
-def _reaper_line(reaper: dict[str, Any], counters: dict[str, int]) -> Any:
-    from rich.text import Text
-
-
-    last = reaper["last_tick_at"]
-    tick = "never" if not last else f"{last[:19].replace('T', ' ')}Z " \
-        f"({short_age(age_s(last))} ago)"
-    line = (f"reaper: {reaper['reaped_total']} reaped, {reaper['impossible_queued_total']} "
-            f"impossible queued sanitized; last tick {tick}")
-    others = "  ".join(f"{name} {value}" for name, value in counters.items()
-                       if name not in ("reaped_total", "impossible_queued_total"))
-    return Text(line + (f"\ncounters: {others}" if others else ""), style="dim")
-
-
-def queue_renderable(view: dict[str, Any]) -> Any:
-    """`orch queue` as one rich renderable: per repo the gate and its tasks, then the
-    running jobs and the reaper. `view` is QueueView.for_display()."""
+def _lines_renderable(lines: list[Any]) -> Any:
+    """Layout lines (orch.cli.layout.Line) as one rich renderable."""
     from rich.console import Group
     from rich.text import Text
 
-    parts: list[Any] = []
-    gate = view["serial_gate"]
-    unavailable = view.get("unavailable", {})
-    for name, repo_gate in gate["repos"].items():
-        parts += _gate_lines(name, repo_gate, enabled=gate["enabled"],
-                             unavailable=unavailable.get(name))
-        tasks = [task for task in view["tasks"] if task["repo"] == name]
-        parts.append(_queue_task_table(tasks) if tasks else Text("  no open tasks",
-                                                                  style="dim"))
-        parts.append(Text(""))
-    if not gate["repos"]:
-        parts.append(Text("no repos and no open tasks"))
-    limit = view.get("max_concurrency")
-    if view["running"]:
-        parts.append(_running_table(view["running"], limit))
-    else:
-        parts.append(Text("running jobs: none" + ("" if limit is None else
-                                                  f" (max_concurrency {limit})")))
-    parts += [Text(""), _reaper_line(view["reaper"], view["counters"])]
-    return Group(*parts)
+    return Group(*(Text(line.text, style=line.style, no_wrap=True, overflow="ignore")
+                   for line in lines))
+
+
+def queue_renderable(view: dict[str, Any], width: int = 80, height: int | None = None) -> Any:
+    """`orch queue` as one rich renderable (orch.cli.layout.queue_lines: per repo a summary
+    and its tasks, same reasons folded; then the running jobs and the reaper).
+    `view` is QueueView.for_display()."""
+    from orch.cli.layout import queue_lines
+
+    return _lines_renderable(queue_lines(view, width, height))
 
 
 def queue_print(view: dict[str, Any], width: int | None = None) -> None:
-    console(width).print(queue_renderable(view))
+    out = console(width)
+    out.print(queue_renderable(view, out.width))
 
 
 def queue_watch(fetch: Any, interval_s: float = 2.0) -> None:
-    """Redraw `orch queue` in place every interval until Ctrl-C (KeyboardInterrupt)."""
-
+    """Redraw `orch queue` in place every interval, fitted to the terminal's size, until
+    Ctrl-C (KeyboardInterrupt, which the caller turns into its exit line)."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
+    out = console()
 
     def frame() -> Any:
-        stamp = now_iso()[11:19]
-        header = Text(f"orch queue at {stamp}Z, every {interval_s:g} s (Ctrl-C to stop)",
-                      style="bold")
-        return Group(header, queue_renderable(fetch()))
+        width, height = out.size
+        header = Text(f"orch queue at {human(now_iso())} UTC, every {interval_s:g} s "
+                      "(Ctrl-C to stop)", style="bold", no_wrap=True, overflow="ellipsis")
+        return Group(header, queue_renderable(fetch(), width, max(8, height - 1)))
 
-    with Live(frame(), console=console(), auto_refresh=False, screen=False) as live:
+    with Live(frame(), console=out, auto_refresh=False, screen=False,
+              vertical_overflow="crop") as live:
         while True:
             time.sleep(interval_s)
             live.update(frame(), refresh=True)
@@ -273,11 +258,11 @@ def gc_summary(report: dict[str, Any]) -> None:
             print(f"error: task {item['id']}: {item['error']}", file=sys.stderr)
     totals = report["totals"]
     verb = "would prune" if dry else "pruned"
-    print(f"{'dry run, nothing changed: ' if dry else ''}{totals['tasks']} closed task(s) "
-          f"older than {report['older_than_days']} day(s); {totals['worktrees']} worktree(s), "
-          f"{totals['branches_deleted']} branch(es) {'to delete' if dry else 'deleted'}, "
-          f"{totals['branches_kept']} kept; {verb} {totals['events']} event(s), "
-          f"{totals['runs']} run(s), {totals['logs']} log file(s)")
+    _say(console(), f"{'dry run, nothing changed: ' if dry else ''}{totals['tasks']} closed "
+         f"task(s) older than {report['older_than_days']} day(s); {totals['worktrees']} "
+         f"worktree(s), {totals['branches_deleted']} branch(es) "
+         f"{'to delete' if dry else 'deleted'}, {totals['branches_kept']} kept; {verb} "
+         f"{totals['events']} event(s), {totals['runs']} run(s), {totals['logs']} log file(s)")
 
 
 def snapshot_summary(result: dict[str, Any]) -> None:
@@ -313,12 +298,16 @@ def testrun_summary(meta: dict[str, Any], body: str, *, workdir: Any, source: st
             print(body[sections:].rstrip("\n"))
 
 
-def doctor_checks(checks: list[dict[str, str]]) -> None:
-    """One line per check with its mark, then the counts."""
-    width = max((len(check["name"]) for check in checks), default=0)
+def doctor_checks(checks: list[dict[str, str]], width: int | None = None) -> None:
+    """One check per line with its mark, wrapped at spaces to the terminal's width under
+    its detail column, then the counts."""
+    out = console(width)
+    names = max((len(check["name"]) for check in checks), default=0)
     for check in checks:
         mark = DOCTOR_MARKS.get(check["status"], check["status"])
-        print(f"{mark} {check['name']:<{width}}  {check['detail']}")
+        lead = f"{mark} {check['name']:<{names}}  "
+        hanging = " " * (len(lead) if len(lead) <= out.width // 2 else 4)
+        _say(out, lead + check["detail"], hanging=hanging)
     counts = {status: sum(1 for c in checks if c["status"] == status) for status in DOCTOR_MARKS}
     print(f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failed")
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from orch.cli.context import AppContext
+from orch.errors import Interrupted
 
 
 def test_run(
@@ -40,9 +41,13 @@ def test_run(
     from orch.engine.commands.testrun import TestRunRequest, run_test_run
 
     obj: AppContext = ctx.obj
-    result = run_test_run(obj.settings, TestRunRequest(path=path, target=target,
-                                                       timeout_s=timeout, report=report,
-                                                       task_id=task))
+    request = TestRunRequest(path=path, target=target, timeout_s=timeout, report=report,
+                             task_id=task)
+    try:
+        result = run_test_run(obj.settings, request)
+    except KeyboardInterrupt:
+        raise Interrupted("the test run stopped: its whole process tree was killed and no "
+                          "verdict was written (no report, no test exit status)") from None
     if as_json:
         from orch.cli.render import emit_json
 

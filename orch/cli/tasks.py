@@ -82,18 +82,26 @@ def list_(
     ctx: typer.Context,
     show_all: Annotated[bool, typer.Option("--all", help="Include closed tasks.")] = False,
     repo: Annotated[str | None, typer.Option("--repo", help="Only this repo.")] = None,
+    state: Annotated[str | None, typer.Option(
+        "--state", metavar="STATE", help="Only tasks in this state: waiting, active, "
+        "needs_input, held or closed.")] = None,
+    stage: Annotated[str | None, typer.Option(
+        "--stage", metavar="STAGE", help="Only tasks at this stage (done, failed and "
+        "cancelled are the stages of closed tasks).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """List open tasks (with --all, closed ones too).
+    """List open tasks (with --all or --state closed, closed ones too); the text says how
+    many closed tasks it leaves out.
 
-    Example: orch task list --repo app --json
+    Example: orch task list --repo app --state held --json
     """
     from orch.engine.commands.tasks import list_tasks
 
     obj = ctx.obj
     if repo is not None:
         obj.settings.repo(repo)
-    rows = [task.as_dict() for task in list_tasks(obj.db, include_closed=show_all, repo=repo)]
+    found = list_tasks(obj.db, include_closed=show_all, repo=repo, state=state, stage=stage)
+    rows = [task.as_dict() for task in found.tasks]
     if as_json:
         from orch.cli.render import emit_json
 
@@ -101,7 +109,10 @@ def list_(
     else:
         from orch.cli.render import task_rows
 
-        task_rows(rows)
+        filtered = state is not None or stage is not None or repo is not None
+        what = "tasks" if show_all or state == "closed" else "open tasks"
+        task_rows(rows, hidden=found.hidden_closed,
+                  what=f"{what} match" if filtered else what)
 
 
 @task_app.command("show")

@@ -13,6 +13,7 @@ reviewer ask for changes in round 0 and approve later.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -71,8 +72,9 @@ def reviewer(artifacts: Path, worktree: Path, round_no: int) -> str:
 
 
 def tester(artifacts: Path, worktree: Path, round_no: int) -> str:
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=worktree, check=False,
-                            capture_output=True, text=True)
+    command = ([sys.executable, "-m", "pytest", "-q"] if importlib.util.find_spec("pytest")
+               else [sys.executable, "-m", "unittest", "discover", "-s", "tests"])
+    result = subprocess.run(command, cwd=worktree, check=False, capture_output=True, text=True)
     passed = result.returncode == 0
     _write(artifacts / "13-test-report.md",
            f"---\nresult: {'PASS' if passed else 'FAIL'}\n"

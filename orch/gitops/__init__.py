@@ -411,6 +411,29 @@ def delete_branch(repo_path: Path, branch: str, force: bool = False, *,
     return True
 
 
+def current_branch(repo_path: Path) -> str | None:
+    """The branch HEAD names in REPO_PATH (None when detached or not a repository)."""
+    try:
+        result = _git(repo_path, "symbolic-ref", "--short", "-q", "HEAD", check=False)
+    except GitError:
+        return None
+    return (result.stdout.strip() or None) if result.ok else None
+
+
+def export_tree(repo_path: Path, ref: str, dest: Path, timeout: float = 120.0) -> None:
+    """Write the files REF tracks into DEST (`git archive`): what a new worktree would hold,
+    without touching the repository (no worktree registered, no index written)."""
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="orch-export-") as scratch:
+        archive = Path(scratch) / "tree.tar"
+        _git(repo_path, "archive", "--format=tar", f"--output={archive}", ref,
+             timeout=timeout)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+
+
 def commit_new_repo(path: Path, files: dict[str, str], message: str,
                     identity: tuple[tuple[str, str], ...]) -> str:
     """Make PATH a repository with FILES committed on `main` by IDENTITY (its own config,
@@ -431,5 +454,6 @@ def commit_new_repo(path: Path, files: dict[str, str], message: str,
 from orch.gitops.merge import merge_task  # noqa: E402 (the merge builds on the plumbing above)
 
 __all__ = ["GitError", "GitResult", "Log", "MergeOutcome", "branch_exists", "branch_name",
-           "commit_new_repo", "commits_beyond_default", "count_commits", "delete_branch",
-           "ensure_worktree", "head_commit", "merge_task", "remove_worktree", "slugify"]
+           "commit_new_repo", "commits_beyond_default", "count_commits", "current_branch",
+           "delete_branch", "ensure_worktree", "export_tree", "head_commit", "merge_task",
+           "remove_worktree", "slugify"]

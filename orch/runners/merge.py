@@ -82,10 +82,10 @@ def _conflict_body(outcome: MergeOutcome, branch: str, default_branch: str) -> s
     files = "".join(f"- `{name}`\n" for name in outcome.conflicts)
     return (f"**Conflict.** {outcome.reason}; `{branch}` and `{default_branch}` are "
             f"unchanged.\n\n## Conflicting files\n\n{files}\n## What to do\n\n"
-            f"In the task worktree, rebase onto the default branch "
-            f"(`git rebase {default_branch}`), resolve the conflicts in the files above "
-            "keeping both intents, run the tests, `git rebase --continue`, and make sure "
-            "the branch builds. The merge stage runs again after the pipeline passes.\n")
+            "Nothing by hand: the task goes back to its developer, whose prompt lists these "
+            f"files and says what to do: rebase `{branch}` onto `{default_branch}` in the "
+            "task worktree, keep the intent of both sides in each file, continue the "
+            "rebase, run the tests. The merge stage runs again once the pipeline passes.\n")
 
 
 def _blocked_body(outcome: MergeOutcome) -> str:

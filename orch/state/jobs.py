@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orch.model import JobStatus
-from orch.state import runs
+from orch.state import counters, runs
 from orch.state.db import Database
 from orch.state.records import Job, Run, Task, jobs_of, tasks_of
 from orch.timeutil import now_iso
@@ -23,6 +23,7 @@ OWNERSHIP = ("run_id", "pid", "pid_started", "boot_id", "started_at", "heartbeat
              "heartbeat_mono")
 _CLEAR_OWNERSHIP = ", ".join(f"{column} = NULL" for column in OWNERSHIP)
 _FINISHED = "('succeeded', 'failed', 'cancelled')"
+COST_COUNTER = "cost_microusd_total"  # every run's cost_usd, in micro-USD (schema V7)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
     runs.record_finish(db, run_id, at=at, exit_code=exit_code, outcome=outcome,
                        session_id=session_id, cost_usd=cost_usd, tokens=tokens, detail=detail,
                        denials=denials, fault=fault, log_tail=log_tail)
+    if cost_usd:
+        counters.bump(db, COST_COUNTER, round(cost_usd * 1_000_000))
     return True
 
 

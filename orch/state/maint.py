@@ -26,6 +26,12 @@ def open_task_counts(db: Database) -> list[dict[str, Any]]:
                   "GROUP BY stage, state ORDER BY stage, state")
 
 
+def open_task_counts_by_repo(db: Database) -> list[dict[str, Any]]:
+    """(repo, state, n) for the open tasks only (partial index `tasks_open`)."""
+    return db.all("SELECT repo, state, count(*) AS n FROM tasks WHERE state != 'closed' "
+                  "GROUP BY repo, state ORDER BY repo, state")
+
+
 def oldest_waiting_since(db: Database) -> str | None:
     """The oldest `updated_at` among tasks waiting for a serial-gate slot, or None."""
     value = db.scalar("SELECT min(updated_at) FROM tasks "

@@ -156,7 +156,15 @@ ALTER TABLE runs ADD COLUMN denials bigint NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN fault text;
 """
 
-V7_HOSTS = """
+# The agents' cost as a counter (orch.state.schema.V7_COST_COUNTER).
+V7_COST_COUNTER = """
+INSERT INTO counters (name, value)
+    SELECT 'cost_microusd_total', CAST(round(coalesce(sum(cost_usd), 0) * 1000000) AS bigint)
+    FROM runs
+ON CONFLICT (name) DO NOTHING;
+"""
+
+V8_HOSTS = """
 ALTER TABLE tasks ADD COLUMN host text;
 ALTER TABLE runs ADD COLUMN host text;
 ALTER TABLE runs ADD COLUMN log_tail text;
@@ -202,7 +210,7 @@ CREATE TRIGGER jobs_release_run_slots AFTER UPDATE OF status ON jobs
 
 PG_MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
                                   V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT,
-                                  V7_HOSTS)
+                                  V7_COST_COUNTER, V8_HOSTS)
 # Tables only PostgreSQL needs (several hosts claiming at once); the schema test allows them.
 PG_ONLY_TABLES = ("run_slots", "orch_schema")
 PG_ONLY_INDEXES = ("run_slots_job",)

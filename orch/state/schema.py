@@ -177,9 +177,18 @@ ALTER TABLE runs ADD COLUMN denials INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN fault TEXT;
 """
 
+# The money the agents' runs cost, as a counter (in micro-USD: counters are integers) that
+# `orch metrics` shows as orch_cost_usd_total; it starts from what the runs recorded so far.
+V7_COST_COUNTER = """
+INSERT INTO counters (name, value)
+    SELECT 'cost_microusd_total', CAST(round(coalesce(sum(cost_usd), 0) * 1000000) AS INTEGER)
+    FROM runs WHERE true
+ON CONFLICT (name) DO NOTHING;
+"""
+
 # Several hosts (SPEC section 11): each task's host, each run's host and log tail, the
 # hosts' heartbeat rows, and the judged artifacts, so that every host reads the same.
-V7_HOSTS = """
+V8_HOSTS = """
 ALTER TABLE tasks ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN host TEXT;
 ALTER TABLE runs ADD COLUMN log_tail TEXT;
@@ -207,7 +216,8 @@ CREATE INDEX tasks_open_host ON tasks (host) WHERE state != 'closed';
 """
 
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
-                               V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT, V7_HOSTS)
+                               V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT,
+                               V7_COST_COUNTER, V8_HOSTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -89,6 +89,17 @@ def open_tasks(db: Database, repo: str | None = None) -> list[Task]:
                            "ORDER BY priority DESC, id", (repo,)))
 
 
+def count_closed(db: Database, repo: str | None = None, stage: str | None = None) -> int:
+    """How many closed tasks there are (of REPO, at STAGE): what `orch task list` hides."""
+    sql = "SELECT count(*) FROM tasks WHERE state = 'closed'"
+    params: list[Any] = []
+    for column, value in (("repo", repo), ("stage", stage)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    return int(db.scalar(sql, params) or 0)
+
+
 def all_tasks(db: Database, repo: str | None = None, limit: int | None = None) -> list[Task]:
     sql = "SELECT * FROM tasks"
     params: list[Any] = []

@@ -405,7 +405,7 @@ def test_task_list_text(two_repo_home: Path, run: Callable[..., Result]) -> None
 def test_task_list_empty(orch_home: Path, run: Callable[..., Result]) -> None:
     assert listing(run, orch_home) == []
     code, out, _ = run(orch_home, "task", "list")
-    assert code == 0 and out.strip() == "no tasks"
+    assert code == 0 and out.strip() == "no open tasks"
 
 
 def test_task_list_unknown_repo(orch_home: Path, run: Callable[..., Result]) -> None:

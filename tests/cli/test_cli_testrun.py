@@ -103,7 +103,7 @@ def test_human_output_of_a_pass(tmp_path: Path, nohome: Path, cli: Callable[...,
     assert code == 0, err
     first = out.splitlines()[0]
     assert first.startswith("PASS (passed): python -m pytest -q, exit 0")
-    assert "2 passed" in first and "defaults" in out and "report:" not in out
+    assert "2 passed" in first and "detected: " in out and "report:" not in out
 
 
 def test_the_current_directory_is_the_default_path(tmp_path: Path, nohome: Path,

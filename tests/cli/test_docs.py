@@ -697,3 +697,46 @@ def test_architecture_md_names_no_module_that_is_gone() -> None:
     names = {p.name for p in _orch_modules()}
     gone = sorted(set(PY_NAME.findall(text)) - names - {"pyproject.py"})
     assert not gone, f"docs/architecture.md names modules orch no longer has: {gone}"
+
+
+# --- the docs stand alone ---------------------------------------------------------------
+
+# Names of documents that do not ship with orch: the contract it was built from, and
+# paths outside the project. A shipped text that cites them leaves its reader nowhere.
+NOT_SHIPPED = re.compile(r"\bSPEC\b|\bthe contract\b|\.\./shared/|\bsection \d+ of\b")
+DOC_PATH = re.compile(r"(?<![\w/.-])docs/[\w./-]+\.md\b")
+
+
+def _shipped_texts() -> list[Path]:
+    """What a user reads: README, CHANGELOG, docs/, and the text files the package carries
+    (the default orch.yaml and pipeline, templates, prompts, orch-tick, the units)."""
+    data = [p for p in (ROOT / "orch" / "data").rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts]
+    return sorted({ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.rglob("*.md"), *data})
+
+
+def _help_texts() -> list[tuple[str, str]]:
+    """(command path, its help and its options' help): what `--help` prints."""
+    found = [("orch", _app().help or "")]
+    for path, command in _walk(_app()):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        found.append((f"orch {path}", "\n".join(texts)))
+    return found
+
+
+def test_the_docs_stand_alone() -> None:
+    """No shipped text or help cites a document that does not ship (the contract orch
+    was built from, "SPEC section N"), and every docs/NAME.md named exists."""
+    problems = []
+    for path in _shipped_texts():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            where = f"{path.relative_to(ROOT)}:{number}"
+            if NOT_SHIPPED.search(line):
+                problems.append(f"{where}: cites a document that does not ship: {line.strip()}")
+            for name in DOC_PATH.findall(line):
+                if not (ROOT / name).is_file() and name != "docs/performance.md":
+                    problems.append(f"{where}: names {name}, which does not exist")
+    for command, text in _help_texts():
+        if NOT_SHIPPED.search(text):
+            problems.append(f"`{command} --help` cites a document that does not ship")
+    assert not problems, "\n".join(problems)

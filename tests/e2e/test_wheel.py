@@ -131,3 +131,20 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     source_line = run([str(orch), "--home", str(home), "pipeline", "show"], elsewhere,
                       env).stdout.splitlines()[-1]
     assert source_line.startswith("source: ") and str(venv) in source_line
+
+    # Scheduling needs no checkout either: orch-tick and the units are in the wheel, and
+    # the crontab line `orch schedule` prints runs as cron runs it (PATH /usr/bin:/bin).
+    assert {"orch/data/bin/orch-tick", "orch/data/systemd/orch-tick.service",
+            "orch/data/systemd/orch-tick.timer"} <= names
+    line = run([str(orch), "--home", str(home), "schedule", "--cron"], elsewhere,
+               env).stdout.strip()
+    wrapper = Path(line.split()[-1])
+    assert wrapper.is_relative_to(venv) and wrapper.is_file(), line
+    assert f"ORCH_BIN={venv / 'bin' / 'orch'}" in line.split()
+    ticked = subprocess.run(["/bin/sh", "-c", line.split(None, 5)[5]], cwd=elsewhere,
+                            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                 "SHELL": "/bin/sh", "LOGNAME": "root"},
+                            capture_output=True, text=True, timeout=120)
+    assert (ticked.returncode, ticked.stdout, ticked.stderr) == (0, "", ""), ticked
+    assert '"ticks_total": 1' in run([str(orch), "--home", str(home), "queue", "--json"],
+                                      elsewhere, env).stdout

@@ -238,7 +238,8 @@ def test_conflict_bounces_to_development_with_the_files_named(tmp_path):
     context = prompt_context(task_id=task, repo="app", stage="work", round_no=1,
                              artifacts=home.artifact(task, ""), worktree=home.repo,
                              branch=row["branch"], default_branch="main")
-    assert "app.txt" in context["failure_report"]
+    # the files are named for the prompt's own conflict section, not through the report
+    assert context["merge_conflict"] == "- `app.txt`" and context["failure_report"] == ""
     assert (home.repo / "app.txt").read_text() == "someone else\n"
 
 

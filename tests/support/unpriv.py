@@ -207,6 +207,38 @@ MIRRORED = ("orch", "support", "typer", "click", "rich", "markdown_it", "mdurl",
             "_pytest", "pluggy", "iniconfig", "packaging", "py", "psutil", "hypothesis",
             "sortedcontainers", "attr", "attrs", "exceptiongroup")
 
+def _dependency_modules(roots: tuple[str, ...]) -> set[str]:
+    """The top-level modules of these distributions and of everything they require
+    (markers evaluated here): what a new release of a dependency starts importing
+    (Typer 0.29 brought pydantic) is mirrored without a change to `MIRRORED`."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in metadata.packages_distributions().items():
+        for dist in dists:
+            modules_of.setdefault(canonicalize_name(dist), set()).add(module)
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return {module for dist in seen for module in modules_of.get(dist, ())
+            if module.isidentifier()}
+
+
 _BOOT = """\
 import site, sys
 for _p in {site_dirs!r}:
@@ -314,7 +346,7 @@ class Sandbox:
 
         target = self.root / "pymirror"
         target.mkdir(exist_ok=True)
-        for name in MIRRORED:
+        for name in sorted({*MIRRORED, *_dependency_modules(("typer", "rich", "pyyaml"))}):
             spec = importlib.util.find_spec(name)
             if spec is None or spec.origin in (None, "built-in", "frozen"):
                 continue

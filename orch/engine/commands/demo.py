@@ -27,7 +27,7 @@ from orch.config import CONFIG_FILE, load_settings, resolve_home
 from orch.engine.commands import actions
 from orch.engine.commands.init import init_home, open_state
 from orch.engine.tick import run_tick
-from orch.errors import RefusedError, UsageError
+from orch.errors import Interrupted, RefusedError, UsageError
 from orch.pipeline import load_pipeline
 from orch.state import events, jobs, tasks
 from orch.timeutil import parse_iso
@@ -191,6 +191,10 @@ def run_demo(home_option: str | None, *, keep: bool, progress: Progress,
     clock = time.monotonic()
     try:
         result = _run(home, temporary, clock, progress, time_limit_s)
+    except KeyboardInterrupt:
+        raise Interrupted(f"the demo stopped; its task, if it had one, was cancelled so that "
+                          f"no demo agent keeps running; its home stays for a look: {home}"
+                          ) from None
     except BaseException:
         if temporary:
             progress(DemoStep(time.monotonic() - clock, "demo",

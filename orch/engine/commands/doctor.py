@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orch import gitops
+from orch import gitops, testenv
 from orch.availability import repo_problem
 from orch.config import RepoConfig, Settings, load_settings
 from orch.errors import OrchError
@@ -31,7 +32,8 @@ from orch.timeutil import parse_iso
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TICK_STALE_S = 300  # a tick older than this: cron seems not to run
-PROBE_TIMEOUT_S = 15.0  # each ssh channel test and the pytest import probe
+PROBE_TIMEOUT_S = 30.0  # each ssh channel test and the test command's probe
+UV_PROBE_TIMEOUT_S = 300.0  # `uv run` syncs the stand-in worktree's .venv first
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs")
 
 
@@ -75,6 +77,7 @@ def run_doctor(home: Path) -> DoctorReport:
     else:
         readable, last_tick = _check_database(db_path, add)
     if settings is not None:
+        _check_variables(settings, add)
         env = _check_env_file(settings, add)
         _check_repos(settings, add)
         if pipeline is not None:
@@ -116,6 +119,15 @@ def _check_pipeline(settings: Settings, add: Add) -> Pipeline | None:
         return None
     add(Check("pipeline", OK, f"{pipeline.source}: {' -> '.join(pipeline.names)}"))
     return pipeline
+
+
+def _check_variables(settings: Settings, add: Add) -> None:
+    """warn about ORCH_* variables that set nothing (typos); silent when there is none."""
+    from orch.engine.commands.config_show import unknown_variables
+
+    warnings = unknown_variables(settings.environ)
+    if warnings:
+        add(Check("environment", WARN, "; ".join(warnings)))
 
 
 def _check_env_file(settings: Settings, add: Add) -> dict[str, str]:
@@ -226,7 +238,8 @@ def tick_check(last_tick_at: str | None, home: Path, now_s: float | None = None)
     """ok when a tick ran in the last 5 minutes; warn otherwise: cron seems not to run."""
 
 
-    hint = f" (crontab: * * * * * orch --home {shlex.quote(str(home))} tick --quiet)"
+    hint = (f" (`orch --home {shlex.quote(str(home))} schedule --cron` prints the crontab "
+            "line, `schedule --systemd --write` writes a systemd timer)")
     if not last_tick_at:
         return Check("tick", WARN, f"no tick has run yet: cron seems not to run{hint}")
     now = time.time() if now_s is None else now_s
@@ -335,34 +348,94 @@ def _check_tests(settings: Settings, pipeline: Pipeline, env: dict[str, str],
 
 
 def check_test_command(repo: RepoConfig, env: dict[str, str]) -> Check:
-    """The test command's program on PATH; for `python -m pytest`, pytest importable."""
-    from orch.runners.test_runner import is_pytest_command
+    """The test command as a task's worktree will run it (orch.testenv).
 
+    Its program must be on PATH; for a pytest command, its interpreter must import
+    pytest and the package under test must resolve inside the worktree, not in
+    the main checkout (an editable install) or site-packages. The check runs in
+    a copy of the default branch's files made in a temporary folder, which
+    stands in for a task's worktree; the repository is not touched.
+    """
     name = f"test {repo.name}"
-    command = repo.test.command
-    found = which(command[0], env)
-    if found is None:
+    unchecked = Check(name, WARN, f"{shlex.join(repo.test.command)}: not checked further "
+                      f"until repo {repo.name} is fixed (above)")
+    if repo_problem(repo) is not None:
+        return _test_program_check(name, repo, repo.test.command, env) or unchecked
+    with tempfile.TemporaryDirectory(prefix="orch-doctor-") as scratch:
+        probe_dir = Path(scratch) / "worktree"
+        try:
+            gitops.export_tree(repo.path, repo.default_branch, probe_dir)
+        except OrchError:  # the repo check says why (no such default branch, say)
+            return _test_program_check(name, repo, repo.test.command, env) or unchecked
+        return _probe_test_command(name, repo, probe_dir, env)
+
+
+def _test_program_check(name: str, repo: RepoConfig, command: tuple[str, ...],
+                        env: dict[str, str]) -> Check | None:
+    """fail when the test command's program is not on PATH (None when it is)."""
+    if which(command[0], env) is None:
         return Check(name, FAIL, f"{command[0]!r} not found on PATH: the testing stage would "
                      f"DEFER (set repos.{repo.name}.test.command)")
-    if is_pytest_command(command) and list(command[1:3]) == ["-m", "pytest"]:
-        problem = _pytest_import_problem(found, repo.path, env)
-        if problem is not None:
-            return Check(name, FAIL, f"{found} cannot import pytest: {problem}")
-    shown = shlex.join(command)
-    return Check(name, OK, shown if found == command[0] else f"{shown} ({found})")
-
-
-def _pytest_import_problem(python: str, cwd: Path, env: dict[str, str]) -> str | None:
-
-    run = run_in_group([python, "-c", "import pytest"], cwd=cwd if cwd.is_dir() else Path("/"),
-                       env=env, timeout_s=PROBE_TIMEOUT_S, grace_s=1.0)
-    if run.start_error is not None:
-        return run.start_error
-    if run.timed_out:
-        return f"`{python} -c 'import pytest'` timed out after {PROBE_TIMEOUT_S:g} s"
-    if run.exit_code != 0:
-        return _last_line(run.stderr_tail) or f"exit {run.exit_code}"
     return None
+
+
+def _probe_test_command(name: str, repo: RepoConfig, probe_dir: Path,
+                        env: dict[str, str]) -> Check:
+    command = testenv.render(repo.test.command, probe_dir)
+    run_env = {**env, **testenv.render(repo.test.env, probe_dir)}
+    missing = _test_program_check(name, repo, command, run_env)
+    if missing is not None:
+        return missing
+    shown = shlex.join(repo.test.command)
+    package = testenv.package_under_test(probe_dir)
+    argv = testenv.probe_argv(command, package.name if package else None, run_env)
+    if argv is None:
+        return Check(name, OK, f"{shown} (not pytest: orch cannot look inside it; "
+                     f"`orch test-run {shlex.quote(str(repo.path))}` tries it)")
+    timeout = UV_PROBE_TIMEOUT_S if "uv" in (Path(a).name for a in argv[:1]) else \
+        PROBE_TIMEOUT_S
+    run = run_in_group(argv, cwd=probe_dir, env=run_env, timeout_s=timeout, grace_s=1.0)
+    found = testenv.parse_probe(run.output_tail)
+    if found is None:
+        why = run.start_error or (f"no answer in {timeout:g} s" if run.timed_out else
+                                  _last_line(run.stderr_tail) or f"exit {run.exit_code}")
+        return Check(name, FAIL, f"{shown}: its interpreter could not run orch's check: {why}")
+    return _judge_probe(name, repo, shown, found, package, probe_dir)
+
+
+def _judge_probe(name: str, repo: RepoConfig, shown: str, found: dict[str, Any],
+                 package: testenv.Package | None, probe_dir: Path) -> Check:
+    python = str(found.get("python") or "its python")
+    if "pytest_error" in found:
+        layout = testenv.detect(repo.path).layout
+        return Check(name, FAIL, f"{python} cannot import pytest: {found['pytest_error']}; "
+                     f"the tests need it where they run: {testenv.install_hint(layout, python)}")
+    detail = f"{shown}: pytest {found.get('pytest')} in {python}"
+    if package is None:
+        return Check(name, OK, f"{detail} (no package to check)")
+    origin = found.get("origin")
+    where = f"{package.root}/{package.name}" if package.root else package.name
+    fix = (f"set `env: {{PYTHONPATH: \"{{worktree}}{'/' + package.root if package.root else ''}"
+           f"\"}}` under repos.{repo.name}.test")
+    if not origin:
+        return Check(name, FAIL, f"package {package.name} does not import from a worktree "
+                     f"({found.get('origin_error') or 'not found'}): {fix}")
+    if not _inside(Path(str(origin)), probe_dir):
+        return Check(name, FAIL, f"package {package.name} resolves to {origin}, "
+                     f"{_whose(Path(str(origin)), repo)}, not to the worktree's {where}: the "
+                     f"tests would test that code instead; {fix}")
+    return Check(name, OK, f"{detail}; package {package.name} resolves in the worktree "
+                 f"({where})")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _whose(path: Path, repo: RepoConfig) -> str:
+    if _inside(path, repo.path):
+        return "the main checkout (an editable install)"
+    return "an installed copy"
 
 
 def _last_line(text: str) -> str:

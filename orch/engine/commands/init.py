@@ -91,11 +91,34 @@ def render_config(repos: list[tuple[str, Path]], agents: str = "claude") -> str:
         return text
     lines = ["repos:"]
     for name, path in repos:
-        # quoted: a repo named null, true, no or 0x1f must stay that string in YAML
-        lines += [f"  {json.dumps(name)}:", f"    path: {json.dumps(str(path))}",
-                  "    default_branch: main",
-                  "    max_active: 1"]
+        lines += repo_lines(name, path)
     return text.replace("repos: {}\n", "\n".join(lines) + "\n", 1)
+
+
+def default_branch_of(path: Path) -> str:
+    """main, else master when the repository has it, else its checked-out branch."""
+    from orch import gitops
+
+    for name in ("main", "master"):
+        if gitops.branch_exists(path, name):
+            return name
+    return gitops.current_branch(path) or "main"
+
+
+def repo_lines(name: str, path: Path) -> list[str]:
+    """One `--repo` entry: its path, its default branch (main, master, else the checked-out
+    branch), and the test command detected from the project's layout (orch.testenv), with
+    a comment saying what was found."""
+    from orch import testenv
+    from orch.availability import is_git_repo
+
+    branch = default_branch_of(path) if is_git_repo(path) else "main"
+    found = testenv.detect(path) if path.is_dir() else testenv.TestEnv(
+        "none", testenv.DEFAULT_COMMAND, {}, f"{path} does not exist yet: the default")
+    # quoted: a repo named null, true, no or 0x1f must stay that string in YAML
+    return [f"  {json.dumps(name)}:", f"    path: {json.dumps(str(path))}",
+            f"    default_branch: {json.dumps(branch)}", "    max_active: 1",
+            *testenv.yaml_lines(found, "    ")]
 
 
 def init_home(home: Path, repo_options: list[str], agents: str = "claude") -> InitResult:

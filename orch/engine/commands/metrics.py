@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orch.errors import RefusedError
+from orch.errors import RefusedError, UsageError
 from orch.state import counters, hosts, jobs, maint
 from orch.state.db import Database
 from orch.timeutil import epoch_of
@@ -51,6 +51,7 @@ class Metrics:
     last_tick_at: float | None  # epoch seconds
     oldest_waiting_age_s: float
     taken_at: float = field(default_factory=time.time)
+    repo_tasks: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo, state) -> n
     hosts: tuple[HostGauges, ...] = ()
 
 
@@ -65,8 +66,9 @@ class HostGauges:
 
 
 def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None,
-            host_timeout_s: float = 300) -> Metrics:
-    """Read the metrics; STAGES (the pipeline's) get zero series for every open state."""
+            repos: tuple[str, ...] = (), host_timeout_s: float = 300) -> Metrics:
+    """Read the metrics; STAGES (the pipeline's) and REPOS (the configured ones) get zero
+    series for every open state."""
 
     moment = time.time() if now is None else now
     values = counters.all_counters(db)
@@ -76,10 +78,13 @@ def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None
         tasks[(str(row["stage"]), str(row["state"]))] = int(row["n"])
     for stage, name in CLOSED_COUNTERS:
         tasks[(stage, "closed")] = values.get(name, 0)
+    by_repo = {(repo, state): 0 for repo in repos for state in OPEN_STATES}
+    for row in maint.open_task_counts_by_repo(db):
+        by_repo[(str(row["repo"]), str(row["state"]))] = int(row["n"])
     last = counters.last_tick(db)
     waiting = maint.oldest_waiting_since(db)
     return Metrics(
-        counters=values, tasks=tasks, jobs_running=jobs.running_count(db),
+        counters=values, tasks=tasks, repo_tasks=by_repo, jobs_running=jobs.running_count(db),
         jobs_queued=jobs.queued_count(db),
         last_tick_at=epoch_of(last) if last else None,
         oldest_waiting_age_s=max(0.0, moment - epoch_of(waiting)) if waiting else 0.0,
@@ -119,6 +124,7 @@ def render(metrics: Metrics) -> str:
     """The Prometheus text exposition format (version 0.0.4), newline-terminated."""
     lines: list[str] = []
     names = {**{name: 0 for _stage, name in CLOSED_COUNTERS}, **metrics.counters}
+    cost = names.pop(jobs.COST_COUNTER, 0)
     for counter in sorted(names):
         help_text = COUNTER_HELP.get(counter, f"The counter {counter} of orch's state.")
         lines += _family(metric_name(counter), "counter", help_text,
@@ -127,6 +133,11 @@ def render(metrics: Metrics) -> str:
                for (stage, state), count in sorted(metrics.tasks.items())]
     lines += _family("orch_tasks", "gauge", "Tasks by stage and state (closed tasks: counted "
                      "when they closed).", samples)
+    samples = [(f'{{repo="{_label(repo)}",state="{_label(state)}"}}', count)
+               for (repo, state), count in sorted(metrics.repo_tasks.items())]
+    lines += _family("orch_repo_tasks", "gauge", "Open tasks by repo and state.", samples)
+    lines += _family("orch_cost_usd_total", "counter", "What the agents' runs cost, in USD, "
+                     "as their CLIs reported it.", [("", round(cost / 1_000_000, 6))])
     lines += _family("orch_jobs_running", "gauge", "Jobs running now.",
                      [("", metrics.jobs_running)])
     lines += _family("orch_jobs_queued", "gauge", "Jobs queued now.",
@@ -155,6 +166,15 @@ def _host_families(gauges: tuple[HostGauges, ...]) -> list[str]:
     lines += _family("orch_host_jobs_running", "gauge", "Jobs running on the host now.",
                      [(key, g.jobs_running) for key, g in label])
     return lines
+
+
+def check_textfile_name(path: Path) -> None:
+    """node_exporter's textfile collector reads `*.prom` files only: refuse another name
+    (`-o json` would otherwise quietly write a file named `json`)."""
+    if path.suffix != ".prom":
+        raise UsageError(f"--output {path}: the file name must end in .prom (node_exporter's "
+                         "textfile collector reads only those; orch metrics prints the "
+                         "Prometheus text format, there is no other)")
 
 
 def write_textfile(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ waits for. Every non-terminal task gets a line: nothing waits silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from orch.state import counters, events, runs, tasks, views
 from orch.state import repos as repo_state
 from orch.state.db import Database
 from orch.state.records import Job, Task
-from orch.timeutil import age_s, parse_iso
+from orch.timeutil import age_s, parse_iso, span
 
 if TYPE_CHECKING:
     from orch.machine import Pipeline
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 QUESTIONS_FILE = "01-questions.md"  # orch.artifacts.QUESTIONS_FILE, without importing yaml
 MAX_IDS_IN_LINE = 5
 MAX_REASON_CHARS = 160
+MAX_CAUSE_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class ExplainContext:
     questions_waiting: frozenset[int] = frozenset()  # tasks with a questions file to answer
     budget_details: dict[int, str] = field(default_factory=dict)
     here: str | None = None  # this host, on a state shared by several (names others' jobs)
+    backoff_causes: dict[int, str] = field(default_factory=dict)  # task id -> why it waits
     denials: dict[int, int] = field(default_factory=dict)  # task -> its last run's denials
 
 
@@ -189,12 +192,25 @@ def _active_line(job: Job | None, ctx: ExplainContext) -> str:
     if ctx.max_concurrency == 0:
         return f"{head}, but max_concurrency is 0: nothing starts"
     if job.not_before and parse_iso(job.not_before) > ctx.now:
-        return f"job {job.id} waits for retry backoff until {job.not_before[11:19]}Z"
+        left = span((parse_iso(job.not_before) - ctx.now).total_seconds())
+        what = "deferred" if job.verdict == "DEFER" else "retry after"
+        cause = ctx.backoff_causes.get(job.task_id) or job.error
+        return (f"job {job.id} runs again in {left} ({what}: {_cause(cause)})" if cause
+                else f"job {job.id} runs again in {left} (retry backoff)")
     if len(ctx.running) >= ctx.max_concurrency:
         ids = [running.id for running in ctx.running]
         who = f"job {ids[0]}" if len(ids) == 1 else f"jobs {_ids(ids)}"
         return f"{head}: max_concurrency {ctx.max_concurrency} reached ({who} running)"
     return f"{head}: the next tick starts it"
+
+
+_EVENT_PREFIX = re.compile(r"^(attempt \d+|defer \d+ of \d+, next try in \d+ s): ")
+
+
+def _cause(text: str) -> str:
+    """The cause of a backoff in a few words: the judged reason, its event prefix cut."""
+    flat = _EVENT_PREFIX.sub("", " ".join(text.split()))
+    return flat if len(flat) <= MAX_CAUSE_CHARS else flat[:MAX_CAUSE_CHARS - 3] + "..."
 
 
 def _ids(ids: tuple[int, ...] | list[int]) -> str:
@@ -269,6 +285,7 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
         questions_waiting=_questions_waiting(settings, open_rows, questions_stages),
         budget_details=_budget_details(db, open_rows),
         here=settings.host_name if db.multi_host else None,
+        backoff_causes=_backoff_causes(db, job_of, now),
         denials=runs.last_denials(db, [row.id for row in open_rows]))
     shown_running = [job for job, job_repo in running_with_repo
                      if repo is None or job_repo == repo]
@@ -334,6 +351,17 @@ def _budget_details(db: Database, open_rows: list[Task]) -> dict[int, str]:
             if event is not None:
                 details[row.id] = event.detail
     return details
+
+
+def _backoff_causes(db: Database, job_of: dict[int, Job], now: datetime) -> dict[int, str]:
+    """For each job waiting out a retry backoff: the reason it was retried or deferred."""
+    causes = {}
+    for task_id, job in job_of.items():
+        if job.status == JobStatus.QUEUED and job.not_before and parse_iso(job.not_before) > now:
+            event = events.latest_for_task(db, task_id, ("retry", "deferred"))
+            if event is not None and event.detail:
+                causes[task_id] = event.detail
+    return causes
 
 
 def _task_entry(row: Task, ctx: ExplainContext) -> dict[str, Any]:

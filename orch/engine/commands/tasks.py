@@ -242,8 +242,26 @@ def move_task(db: Database, task_id: int, host: str) -> str:
     return f"task {task_id}: moved to host {host}"
 
 
-def list_tasks(db: Database, *, include_closed: bool, repo: str | None) -> list[Task]:
-    if include_closed:
-        return tasks.all_tasks(db, repo)
-    return tasks.open_tasks(db, repo)
+TASK_STATES = ("waiting", "active", "needs_input", "held", "closed")
+
+
+@dataclass(frozen=True)
+class TaskList:
+    """What `orch task list` shows, and how many closed tasks it leaves out."""
+
+    tasks: list[Task]
+    hidden_closed: int
+
+
+def list_tasks(db: Database, *, include_closed: bool, repo: str | None,
+               state: str | None = None, stage: str | None = None) -> TaskList:
+    """Open tasks (all with INCLUDE_CLOSED or STATE closed), filtered by STATE and STAGE."""
+    if state is not None and state not in TASK_STATES:
+        raise UsageError(f"--state {state!r}: expected one of {', '.join(TASK_STATES)}")
+    closed_too = include_closed or state == "closed"
+    rows = tasks.all_tasks(db, repo) if closed_too else tasks.open_tasks(db, repo)
+    rows = [row for row in rows if (state is None or str(row.state) == state)
+            and (stage is None or row.stage == stage)]
+    hidden = 0 if closed_too or state is not None else tasks.count_closed(db, repo, stage)
+    return TaskList(rows, hidden)
 

@@ -8,16 +8,22 @@ pipeline give the same verdict for the same tree:
   (unless PATH is given), the report in `tasks/<id>/13-test-report.md`;
 - a home whose `orch.yaml` names a repo at PATH (or PATH is one of the home's
   task worktrees): that repo's `test` section;
-- otherwise the defaults, and no home is needed: without `--task` the
-  database is never opened (nor created).
+- otherwise the command `orch init --repo` would write for that project
+  (`orch.testenv.detect`: its uv lock, virtualenv, Poetry, ...), and no home
+  is needed: without `--task` the database is never opened (nor created).
+
+`{worktree}` in the command and in the `env:` values becomes the tested tree
+(the task's worktree, or PATH).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orch import testenv
 from orch.config import RepoConfig, Settings
 from orch.errors import NotFoundError, UsageError
 from orch.runners.test_runner import TestOutcome, TestSettings
@@ -46,9 +52,10 @@ class TestRunPlan:
 
     workdir: Path
     settings: TestSettings
-    source: str  # "task 3 (repo app)", "repo app in /home/orch/orch.yaml", "defaults"
+    source: str  # "task 3 (repo app)", "repo app in /home/orch/orch.yaml", "detected: ..."
     report: Path | None
     use_home_env: bool  # the home's env_file applies, as it does in the pipeline
+    env: Mapping[str, str] = field(default_factory=dict)  # the `test.env`, {worktree} filled
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,19 @@ class TestRunResult:
         return dict(self.outcome.meta)
 
 
-def runner_settings(repo: RepoConfig | None) -> TestSettings:
-    """The repo's `test` section as runner settings (the defaults without a repo)."""
+def runner_settings(repo: RepoConfig | None, worktree: Path) -> TestSettings:
+    """The repo's `test` section as runner settings for WORKTREE (the defaults without a
+    repo); `{worktree}` in the command becomes WORKTREE."""
     if repo is None:
         return TestSettings()
     config = repo.test
-    return TestSettings(command=tuple(config.command), target=config.target,
+    return TestSettings(command=testenv.render(config.command, worktree), target=config.target,
                         timeout_s=config.timeout_s, smoke=tuple(config.smoke))
+
+
+def repo_test_env(repo: RepoConfig, worktree: Path) -> dict[str, str]:
+    """The repo's `test.env` with `{worktree}` filled: added to the tests' environment."""
+    return dict(testenv.render(repo.test.env, worktree))
 
 
 def plan_test_run(settings: Settings, request: TestRunRequest) -> TestRunPlan:
@@ -100,8 +113,9 @@ def _plan_for_task(settings: Settings, request: TestRunRequest) -> TestRunPlan:
                          "started yet, or orch gc removed it); give a PATH")
     workdir = _existing_dir(request.path) if request.path is not None else worktree
     report = request.report or settings.paths.artifacts(task.id) / TEST_REPORT_FILE
-    return TestRunPlan(workdir, runner_settings(repo), f"task {task.id} (repo {repo.name})",
-                       report, use_home_env=True)
+    return TestRunPlan(workdir, runner_settings(repo, workdir),
+                       f"task {task.id} (repo {repo.name})", report, use_home_env=True,
+                       env=repo_test_env(repo, workdir))
 
 
 def _find_task(settings: Settings, task_id: int) -> Task:
@@ -126,11 +140,13 @@ def _plan_for_path(settings: Settings, request: TestRunRequest) -> TestRunPlan:
     workdir = _existing_dir(request.path if request.path is not None else Path.cwd())
     repo = repo_at(settings, workdir)
     if repo is None:
-        return TestRunPlan(workdir, TestSettings(), "defaults", request.report,
-                           use_home_env=False)
-    return TestRunPlan(workdir, runner_settings(repo),
+        found = testenv.detect(workdir, settings.environ)
+        return TestRunPlan(workdir, TestSettings(command=found.command), found.describe(),
+                           request.report, use_home_env=False,
+                           env=testenv.render(found.env, workdir))
+    return TestRunPlan(workdir, runner_settings(repo, workdir),
                        f"repo {repo.name} in {settings.config_file}", request.report,
-                       use_home_env=True)
+                       use_home_env=True, env=repo_test_env(repo, workdir))
 
 
 def _existing_dir(path: Path) -> Path:
@@ -168,7 +184,8 @@ def _with_overrides(plan: TestRunPlan, request: TestRunRequest) -> TestRunPlan:
                                 settings.smoke)
     if plan.report is not None and plan.report.is_dir():
         raise UsageError(f"--report {plan.report}: is a directory, expected a file")
-    return TestRunPlan(plan.workdir, settings, plan.source, plan.report, plan.use_home_env)
+    return TestRunPlan(plan.workdir, settings, plan.source, plan.report, plan.use_home_env,
+                       plan.env)
 
 
 def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
@@ -178,7 +195,10 @@ def run_test_run(settings: Settings, request: TestRunRequest) -> TestRunResult:
     from orch.runners.test_runner import run_tests
 
     plan = plan_test_run(settings, request)
-    env = run_environment(settings, {}) if plan.use_home_env else None
+    if plan.use_home_env:
+        env: dict[str, str] | None = run_environment(settings, {}, plan.env)
+    else:
+        env = {**settings.environ, **plan.env} if plan.env else None
     # a mark of its own (it is no run of a home): nothing the tests start outlives them
     outcome = run_tests(plan.workdir, plan.settings, report_path=None, env=env,
                         grace_s=settings.cancel_grace_s, mark=adhoc_mark())

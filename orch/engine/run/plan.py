@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from orch.config import RepoConfig
 from orch.engine.context import Engine
 from orch.state import events
 from orch.state.records import Job, Run, Task
@@ -46,6 +47,20 @@ class AgentPlan:
         return AgentPlan(**data)
 
 
+def shell_test_command(repo: RepoConfig, worktree: Path) -> str:
+    """The repo's test command as one shell line for a prompt: its `test.env` as leading
+    assignments, `{worktree}` filled, the target appended (what the testing stage runs)."""
+    import shlex
+
+    from orch.testenv import render
+
+    env = render(repo.test.env, worktree)
+    argv = [*render(repo.test.command, worktree), *([repo.test.target] if repo.test.target
+                                                    else [])]
+    return " ".join([*(f"{key}={shlex.quote(value)}" for key, value in env.items()),
+                     shlex.join(argv)])
+
+
 def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
     """Render the prompt (also written next to the log as `.prompt.md`) and the argv."""
 
@@ -59,11 +74,13 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
     repo = engine.settings.repo(task.repo)
     home = engine.home
     reject = events.latest_for_task(engine.db, task.id, ("rejected",))
+    worktree = home.worktree(task.repo, task.id)
     context = prompt_context(
         task_id=task.id, repo=task.repo, stage=job.stage, round_no=task.round,
-        artifacts=home.artifacts(task.id), worktree=home.worktree(task.repo, task.id),
+        artifacts=home.artifacts(task.id), worktree=worktree,
         branch=task.branch or "", default_branch=repo.default_branch, role=stage.role,
-        reject_reason=reject.detail if reject else None)
+        reject_reason=reject.detail if reject else None,
+        test_command=shell_test_command(repo, worktree))
     prompt = render_prompt(load_prompt_template(stage.role, home.prompts), context)
     prompt_file = Path(run.log_path or home.log(job.id, run.id)).with_suffix(".prompt.md")
     prompt_file.write_text(prompt, encoding="utf-8")

@@ -41,11 +41,13 @@ def dispatch(engine: Engine, task: Task, job: Job, run: Run, on_start: OnStart) 
 def _test(engine: Engine, task: Task, env: dict[str, str], log: Path,
           on_start: OnStart, mark: str) -> RunResult:
     from orch.artifacts import TEST_REPORT_FILE
-    from orch.engine.commands.testrun import runner_settings
+    from orch.engine.commands.testrun import repo_test_env, runner_settings
     from orch.runners.test_runner import run_tests
 
-    settings = runner_settings(engine.settings.repo(task.repo))  # the same as orch test-run
-    outcome = run_tests(engine.home.worktree(task.repo, task.id), settings,
+    repo, worktree = engine.settings.repo(task.repo), engine.home.worktree(task.repo, task.id)
+    settings = runner_settings(repo, worktree)  # the same as orch test-run
+    env = {**env, **repo_test_env(repo, worktree)}
+    outcome = run_tests(worktree, settings,
                         report_path=engine.home.artifacts(task.id) / TEST_REPORT_FILE,
                         env=env, log_path=log, on_start=on_start,
                         grace_s=engine.settings.cancel_grace_s, mark=mark)
