@@ -10,6 +10,7 @@ reads os.environ or YAML after this.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
@@ -236,6 +237,23 @@ class Settings:
     def db_path(self) -> Path:
         return self.paths.db_path
 
+    @property
+    def state_location(self) -> str:
+        """Where the state lives: `state:` (a PostgreSQL URL), else the home's orch.db."""
+        return self.state or str(self.db_path)
+
+    @property
+    def host_name(self) -> str:
+        """This home's host name (`host:`, default the machine's hostname)."""
+        return self.host or socket.gethostname()
+
+    @property
+    def host_limit(self) -> int:
+        """Running jobs on this host at most (`host_max_concurrency`, default max_concurrency)."""
+        if self.host_max_concurrency is None:
+            return self.max_concurrency
+        return self.host_max_concurrency
+
     def repo(self, name: str) -> RepoConfig:
 
         try:
@@ -359,6 +377,8 @@ class _Builder:
                             f"({values['heartbeat_timeout_s']})")
         if values["pipeline"] is None:
             values["pipeline"] = "default"
+        if values["state"] is not None:
+            self.check_state(values["state"])
         env_file = values.pop("env_file")
         notify = data.get("notify")
         return Settings(
@@ -373,6 +393,24 @@ class _Builder:
             environ=dict(env),
             **values,
         )
+
+    def check_state(self, url: str) -> None:
+        """`state:` is a PostgreSQL URL without a password (or a sqlite:/// file)."""
+        if url.startswith(("sqlite:///",)):
+            return
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise self.fail(("state",), "expected postgresql://USER@HOST/DB (or null for the "
+                            "home's orch.db)")
+        from urllib.parse import urlsplit
+
+        try:
+            password = urlsplit(url).password
+        except ValueError as exc:
+            raise self.fail(("state",), f"not a URL: {exc}") from None
+        if password is not None or "password=" in url:
+            raise self.fail(("state",), "holds a password",
+                            "keep credentials out of orch.yaml and ORCH_STATE: use ~/.pgpass, "
+                            "PGPASSWORD or a service file")
 
     def _path(self, text: str) -> Path:
         path = Path(text).expanduser()

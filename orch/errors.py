@@ -78,6 +78,11 @@ class DatabaseError(OrchError):
     exit_code = 5
 
 
+class DatabaseUnreachable(DatabaseError):
+    """The database server could not be reached (PostgreSQL): exit 5, but a tick exits 75
+    (the next scheduled tick tries again)."""
+
+
 class TryAgainError(OrchError):
     """Try again later: the database stayed locked past its busy timeout."""
 

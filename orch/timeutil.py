@@ -15,6 +15,11 @@ def to_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def to_iso_epoch(seconds: float) -> str:
+    """Epoch seconds (a file's mtime) in the stored form."""
+    return to_iso(datetime.fromtimestamp(seconds, UTC))
+
+
 def parse_iso(text: str) -> datetime:
     """Parse a stored timestamp back into an aware datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,4 +1,4 @@
-"""Keeping an installation watched and tidy: metrics, gc, snapshot."""
+"""Keeping an installation watched and tidy: metrics, gc, snapshot, state migrate."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def metrics(
         check_textfile_name(output)  # before the database is opened: a usage error
     obj: AppContext = ctx.obj
     text = render(collect(obj.db, stages=tuple(obj.pipeline.names),
-                          repos=tuple(obj.settings.repos)))
+                          repos=tuple(obj.settings.repos),
+                          host_timeout_s=obj.settings.host_timeout_s))
     if output is None:
         print(text, end="")
     else:
@@ -107,6 +108,43 @@ def snapshot(
         snapshot_summary(result.as_dict())
 
 
+state_app = typer.Typer(help="Move a home's state between SQLite and PostgreSQL.",
+                        no_args_is_help=True)
+
+
+@state_app.command("migrate")
+def state_migrate(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option(
+        "--to", metavar="URL",
+        help="The empty target: postgresql://USER@HOST/DB, or a new SQLite file "
+             "(sqlite:///PATH or a path) to come back.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was copied as JSON.")]
+    = False,
+) -> None:
+    """Copy the whole state into an empty database, verify the counts, mark this one as
+    moved, and print the `state:` line to put in orch.yaml (exit 1 while a job runs).
+
+    Example: orch state migrate --to postgresql://orch@db.internal/orch
+    """
+    from orch.engine.commands.migrate import migrate_state
+
+    obj: AppContext = ctx.obj
+    result = migrate_state(obj.settings, obj.db, to)
+    if as_json:
+        from orch.cli.render import emit_json
+
+        emit_json(result.as_dict())
+        return
+    for table, count in result.counts.items():
+        print(f"{table}: {count} rows copied")
+    if result.artifact_files:
+        print(f"artifacts: {result.artifact_files} files of open tasks stored")
+    print(f"copied {result.source} -> {result.target}; counts verified")
+    print(f"now put this line in orch.yaml (orch never rewrites it):\n  {result.state_line}")
+
+
 def register(app: typer.Typer) -> None:
     for command in (metrics, gc, snapshot):
         app.command(command.__name__)(command)
+    app.add_typer(state_app, name="state")

@@ -1,4 +1,4 @@
-"""`orch task ...`: add, import, list, show."""
+"""`orch task ...`: add, import, list, show, move."""
 
 from __future__ import annotations
 
@@ -138,6 +138,22 @@ def show(
         from orch.cli.render import task_detail as render_detail
 
         render_detail(detail)
+
+
+@task_app.command("move")
+def move(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="The task id.")],
+    host: Annotated[str, typer.Option("--host", metavar="HOST",
+                                      help="The host to pin the task to.")],
+) -> None:
+    """Pin a task to another host of the shared state (exit 1 while a job of it runs).
+
+    Example: orch task move 42 --host build-2
+    """
+    from orch.engine.commands.tasks import move_task
+
+    print(move_task(ctx.obj.db, task_id, host))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from orch.config import Settings
+from orch.engine.cluster import Cluster
 from orch.home import Home
 from orch.machine import Limits, Pipeline, Stage
 from orch.state import events, tasks
@@ -38,10 +39,31 @@ class Engine:
     advanced: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    cluster: Cluster | None = None  # the hosts of the state (read by the tick; else just us)
+
+    def __post_init__(self) -> None:
+        if self.cluster is None:
+            self.cluster = Cluster.single(self.settings)
 
     @property
     def home(self) -> Home:
         return self.settings.paths
+
+    @property
+    def host(self) -> str:
+        """This home's host name (`host:`, default the machine's hostname)."""
+        return self.settings.host_name
+
+    @property
+    def hosts(self) -> Cluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    @property
+    def pinned_host(self) -> str | None:
+        """The host whose tasks this engine works on: this one when several hosts share
+        the state (PostgreSQL); None on SQLite, where every task is this home's."""
+        return self.host if self.db.multi_host else None
 
     def limits(self, stage: Stage | None, repo: str) -> Limits:
         """The bounds of a move at `stage` of a task of `repo` (transient_retries is the

@@ -54,6 +54,7 @@ def apply_verdict(engine: Engine, job: Job, verdict: Verdict, reason: str,
     A HOLD is stored with `hold_kind`."""
     db = engine.db
     with db.transaction():
+        tasks.lock_of_job(db, job.id)  # the task first, then the job (see tasks.get)
         fresh = jobs.get(db, job.id)
         if fresh is None or fresh.judged or fresh.status not in FINISHED \
                 or fresh.run_id != job.run_id:

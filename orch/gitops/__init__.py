@@ -167,6 +167,40 @@ def branch_exists(repo_path: Path, branch: str) -> bool:
 
 
 
+# --------------------------------------------------------------------------- pushed task branches
+
+
+def push_task_branch(repo_path: Path, branch: str) -> tuple[bool, str]:
+    """Push BRANCH to origin's branch of the same name, replacing it (the task branch is the
+    task's own; a merge may have rebased it). For `merge.push_branches` (SPEC section 11):
+    another host can rebuild the task's worktree from it. Returns (pushed, what happened)."""
+    try:
+        result = _git(repo_path, "push", "--force", "origin",
+                      f"refs/heads/{branch}:refs/heads/{branch}", check=False,
+                      timeout=PUSH_TIMEOUT_S)
+    except GitError as exc:
+        return False, f"push of {branch} to origin failed: {exc}"
+    if result.ok:
+        return True, f"pushed {branch} to origin"
+    detail = result.stderr.strip() or f"exit status {result.status}"
+    return False, f"push of {branch} to origin failed: {detail}"
+
+
+def fetch_task_branch(repo_path: Path, branch: str) -> tuple[bool, str]:
+    """Set the local BRANCH to origin's (a task taken over from a dead host: its worktree is
+    rebuilt from the pushed branch). Only while BRANCH is checked out nowhere."""
+    try:
+        result = _git(repo_path, "fetch", "origin",
+                      f"+refs/heads/{branch}:refs/heads/{branch}", check=False,
+                      timeout=PUSH_TIMEOUT_S)
+    except GitError as exc:
+        return False, f"fetch of {branch} from origin failed: {exc}"
+    if result.ok:
+        return True, f"fetched {branch} from origin"
+    detail = result.stderr.strip() or f"exit status {result.status}"
+    return False, f"fetch of {branch} from origin failed: {detail}"
+
+
 def _quiet(_message: str) -> None:
     """A log that drops its messages."""
 

@@ -262,14 +262,43 @@ def _merged(repo_path: Path, branch: str, default_branch: str, commit: str, push
     return MergeOutcome("merged", commit, (), pushed, False, reason)
 
 
+def _sync_default(repo_path: Path, default_branch: str, log: Log,
+                  fence: MergeFence) -> str | None:
+    """Fetch the remote's DEFAULT_BRANCH and fast-forward the local one to it (a repo that
+    several hosts merge into, SPEC section 11: no host's clone drifts). Returns why the
+    merge cannot go on, or None."""
+    remote, remote_ref = _push_target(repo_path, default_branch)
+    tracking = f"refs/orch/remote/{default_branch}"
+    log(f"fetching {default_branch} from {remote} ({remote_ref})")
+    result = _git(repo_path, "fetch", "--no-tags", remote, f"+{remote_ref}:{tracking}",
+                  check=False, timeout=PUSH_TIMEOUT_S)
+    if not result.ok:
+        detail = result.stderr.strip() or f"exit status {result.status}"
+        return f"fetch of {default_branch} from {remote} failed: {detail}"
+    fetched = head_commit(repo_path, tracking)
+    local = head_commit(repo_path, f"refs/heads/{default_branch}")
+    if _is_ancestor(repo_path, fetched, local):
+        return None  # nothing new there (or local merges not pushed yet: the push sends them)
+    if not _is_ancestor(repo_path, local, fetched):
+        return (f"{default_branch} here and on {remote} have diverged; reconcile them by hand "
+                "(the remote's is the shared one), then `orch retry`")
+    step = _fast_forward(repo_path, default_branch, local, fetched, log, fence)
+    return step.detail if step.status == "blocked" else None
+
+
 def _merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: str,
-           push: bool, log: Log, fence: MergeFence) -> MergeOutcome:
+           push: bool, log: Log, fence: MergeFence, fetch_first: bool = False
+           ) -> MergeOutcome:
     with fence.worktree():  # it prunes and may re-add the worktree
         ensure_worktree(repo_path, worktree_path, branch, default_branch, log)
     dirty = _tracked_changes(worktree_path)
     if dirty:
         return _blocked(f"the task worktree {worktree_path} has uncommitted changes "
                         f"({', '.join(dirty[:10])}); commit or discard them, then `orch retry`")
+    if fetch_first:
+        refusal = _sync_default(repo_path, default_branch, log, fence)
+        if refusal:
+            return _blocked(refusal)
     for _attempt in range(2):
         old = head_commit(repo_path, f"refs/heads/{default_branch}")
         rebase = _rebase(worktree_path, old, log)
@@ -290,8 +319,8 @@ def _merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: st
 
 
 def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch: str, *,
-               push: bool, log: Log | None = None,
-               fence: MergeFence | None = None) -> MergeOutcome:
+               push: bool, log: Log | None = None, fence: MergeFence | None = None,
+               fetch_first: bool = False) -> MergeOutcome:
     """Rebase the task BRANCH onto DEFAULT_BRANCH and fast-forward it there (SPEC section 8).
 
     `conflict`: the rebase conflicted and was aborted (the branch is unchanged).
@@ -300,11 +329,14 @@ def merge_task(repo_path: Path, worktree_path: Path, branch: str, default_branch
     `merged`: the default branch now points at `commit`; `pushed` says whether
     the push (only when PUSH) went through. LOG receives a line per step.
     FENCE (default: none) guards the worktree and the moves; its FenceLost propagates.
+    FETCH_FIRST (a repo several hosts merge into): the remote's default branch is
+    fetched and the local one fast-forwarded to it first (inside the fence), so the
+    task branch is rebased onto it.
     """
     say = log or _quiet
     try:
         return _merge(Path(repo_path), Path(worktree_path), branch, default_branch, push, say,
-                      fence or Unfenced())
+                      fence or Unfenced(), fetch_first)
     except GitError as exc:
         say(f"git failed: {exc}")
         return _blocked(str(exc))

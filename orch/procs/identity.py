@@ -81,9 +81,10 @@ class Identity:
     boot_id: str
 
     @staticmethod
-    def here() -> Identity:
+    def here(host: str | None = None) -> Identity:
+        """This process; HOST is the home's host name (`host:`), default the hostname."""
         pid, started = self_identity()
-        return Identity(pid, started, hostname(), boot_id())
+        return Identity(pid, started, host or hostname(), boot_id())
 
     def is_local(self, host: str | None, boot: str | None) -> bool:
         """Was something recorded with (host, boot) recorded on this machine and boot?"""

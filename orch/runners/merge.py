@@ -16,14 +16,16 @@ from orch.timeutil import now_iso
 
 def run_merge(repo_path: Path, worktree_path: Path, branch: str, default_branch: str, *,
               push: bool, report_path: Path | None, log_path: Path | None = None,
-              log: Log | None = None, fence: MergeFence | None = None) -> MergeOutcome:
+              log: Log | None = None, fence: MergeFence | None = None,
+              fetch_first: bool = False) -> MergeOutcome:
     """Merge BRANCH into DEFAULT_BRANCH, write the report (when REPORT_PATH) and the log
     (to LOG_PATH, or through LOG). FENCE guards the moves (gitops.merge); when the run
-    loses its job there, FenceLost propagates and no report is written."""
+    loses its job there, FenceLost propagates and no report is written. FETCH_FIRST: a
+    repo several hosts merge into, whose remote default branch is fetched first."""
     log = log or _log_to(log_path)
     log(f"merge {branch} into {default_branch} (repo {repo_path}, push {'on' if push else 'off'})")
     outcome = merge_task(Path(repo_path), Path(worktree_path), branch, default_branch,
-                         push=push, log=log, fence=fence)
+                         push=push, log=log, fence=fence, fetch_first=fetch_first)
     log(f"result: {outcome.result}; {outcome.reason}")
     if report_path is not None:
         write_document(Path(report_path), report_meta(outcome, branch, default_branch),

@@ -6,7 +6,8 @@ SQL that SQLite and PostgreSQL both understand (`?` placeholders, which a
 backend may translate; `INSERT ... RETURNING id`; partial indexes;
 `ON CONFLICT`). Where the two must differ (the claim's locking, pragmas,
 backups, health checks) the backend says which `dialect` it is, or offers
-the operation itself. `orch.state.sqlite.SqliteDatabase` is today's backend.
+the operation itself: `orch.state.sqlite.SqliteDatabase` and
+`orch.state.postgres.PostgresDatabase` (several hosts, SPEC section 11).
 
 Every write goes through `transaction()`: the backend's "take the write
 lock now" begin (`BEGIN IMMEDIATE` on SQLite), rollback on any exception,
@@ -29,6 +30,11 @@ class Database(ABC):
 
     dialect: str = ""
     location: str = ""  # the file or URL, for messages (never a password)
+    host = ""          # this home's host name (PostgreSQL keeps counters per host)
+    multi_host = False  # can several hosts share it (PostgreSQL), or is it one home's file
+    row_lock = ""       # appended to a SELECT that must lock its rows (PostgreSQL)
+    # the database's clock as an ISO-8601 string (the hosts' heartbeat is on it)
+    now_sql = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z'"
 
     def __init__(self) -> None:
         self._depth = 0
@@ -124,3 +130,49 @@ class Database(ABC):
     @abstractmethod
     def health_problems(self) -> list[str]:
         """What an integrity check finds; an empty list when the state is sound."""
+
+    def lock_key(self, name: str) -> None:  # noqa: B027 (SQLite: BEGIN IMMEDIATE is enough)
+        """Inside a transaction: take a lock named NAME until it ends, so transactions
+        about the same thing (one repo's serial gate) take turns."""
+
+    def age_sql(self, column: str) -> str:
+        """SQL for the seconds between an ISO-8601 text COLUMN and the database's clock."""
+        return f"((julianday('now') - julianday({column})) * 86400.0)"
+
+    def moved_to(self) -> str | None:
+        """Where `orch state migrate` moved this state, if it did (then it is not used)."""
+        return None
+
+    def set_moved_to(self, location: str) -> None:
+        """Mark the state as moved to LOCATION (inside the migration's transaction)."""
+        raise NotImplementedError
+
+    def script(self, sql: str) -> None:
+        """Run a migration's statements, separated by ';' (no placeholders)."""
+        for statement in (part.strip() for part in sql.split(";")):
+            if statement:
+                self.execute(statement)
+
+    def table_names(self) -> list[str]:
+        """Every table of orch's schema."""
+        raise NotImplementedError
+
+    # -- copying a whole state (orch state migrate) ---------------------------------
+
+    def columns(self, table: str) -> list[str]:
+        """The columns of TABLE, in table order."""
+        raise NotImplementedError
+
+    def insert_many(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ROWS (values in COLUMNS' order) as they are, ids included."""
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        for row in rows:
+            self.execute(sql, row)
+
+    def lock_for_copy(self, tables: Sequence[str]) -> None:  # noqa: B027 (SQLite: BEGIN IMMEDIATE)
+        """Inside a transaction: no other writer until it ends (reads go on)."""
+
+    def set_sequence_past(self, table: str) -> None:  # noqa: B027 (SQLite's AUTOINCREMENT does)
+        """After rows were copied with their ids: new rows get ids past them."""

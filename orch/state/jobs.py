@@ -68,10 +68,22 @@ def running_count(db: Database) -> int:
     return int(db.scalar("SELECT count(*) FROM jobs WHERE status = 'running'"))
 
 
-def unjudged(db: Database) -> list[Job]:
-    """Finished jobs whose latest run has not been judged yet."""
-    return jobs_of(db.all(f"SELECT * FROM jobs WHERE judged = 0 AND status IN {_FINISHED} "
-                          "ORDER BY id"))
+def unjudged(db: Database, host: str | None = None) -> list[Job]:
+    """Finished jobs whose latest run has not been judged yet (of tasks pinned to HOST)."""
+    if host is None:
+        return jobs_of(db.all(f"SELECT * FROM jobs WHERE judged = 0 AND status IN {_FINISHED} "
+                              "ORDER BY id"))
+    return jobs_of(db.all(
+        "SELECT jobs.* FROM jobs JOIN tasks ON tasks.id = jobs.task_id "
+        f"WHERE jobs.judged = 0 AND jobs.status IN {_FINISHED} AND tasks.host = ? "
+        "ORDER BY jobs.id", (host,)))
+
+
+def unjudged_of_task(db: Database, task_id: int) -> Job | None:
+    """A task's finished job waiting to be judged, if any."""
+    row = db.one(f"SELECT * FROM jobs WHERE task_id = ? AND judged = 0 AND status IN {_FINISHED} "
+                 "ORDER BY id DESC LIMIT 1", (task_id,))
+    return Job.from_row(row) if row else None
 
 
 def queued_count(db: Database) -> int:
@@ -80,25 +92,39 @@ def queued_count(db: Database) -> int:
 
 def claim_next(db: Database, *, now: str, max_concurrency: int, owner: Owner,
                log_dir: str, exclude_repos: tuple[str, ...] = (),
-               runnable_at: str | None = None) -> tuple[Job, Run] | None:
+               runnable_at: str | None = None, host_limit: int | None = None
+               ) -> tuple[Job, Run] | None:
     """Claim the next runnable job in one write transaction.
 
     Picks by task priority then job id among queued jobs whose `not_before`
     has passed and whose task is active and not paused, checks
-    `max_concurrency`, flips queued -> running guarded by status, and creates
-    the run whose id becomes `run_id`. Returns (job, run) or None.
-    `runnable_at` (default `now`) is the time `not_before` must have passed:
-    the tick passes its start time, so a job requeued during the tick waits
-    for the next one.
+    `max_concurrency` (and `host_limit`, this host's cap), flips queued ->
+    running guarded by status, and creates the run whose id becomes `run_id`.
+    Returns (job, run) or None. `runnable_at` (default `now`) is the time
+    `not_before` must have passed: the tick passes its start time, so a job
+    requeued during the tick waits for the next one. A state shared by several
+    hosts claims through slot rows instead (orch.state.claims): only the tasks
+    pinned to the owner's host, and never waiting on another host's claim.
     """
+    limit = max_concurrency if host_limit is None else min(max_concurrency, host_limit)
+    if db.multi_host:
+        from orch.state import counters
+        from orch.state.claims import claim_shared
 
+        return claim_shared(db, now=now, runnable_at=runnable_at or now,
+                            global_limit=max_concurrency,
+                            host_limit=limit, owner_pid=owner.pid,
+                            owner_started=owner.pid_started, host=owner.host,
+                            boot_id=owner.boot_id, mono=owner.mono, log_dir=log_dir,
+                            exclude_repos=exclude_repos,
+                            counter=counters.shard(db, "claims_total"))
     with db.transaction():
-        if running_count(db) >= max_concurrency:
+        if running_count(db) >= limit:
             return None
         job = _next_runnable(db, runnable_at or now, exclude_repos)
         if job is None:
             return None
-        run_id = runs.create(db, job.id, now, job.attempt, log_dir)
+        run_id = runs.create(db, job.id, now, job.attempt, log_dir, owner.host)
         _flip_to_running(db, job.id, run_id, now, owner)
         db.execute("INSERT INTO counters (name, value) VALUES ('claims_total', 1) "
                    "ON CONFLICT(name) DO UPDATE SET value = counters.value + 1")
@@ -153,7 +179,7 @@ def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
                outcome: str, error: str | None = None, session_id: str | None = None,
                cost_usd: float | None = None, tokens: int | None = None,
                detail: str | None = None, expect_pid: int | None = None, denials: int = 0,
-               fault: str | None = None) -> bool:
+               fault: str | None = None, log_tail: str | None = None) -> bool:
     """End a run: the job becomes succeeded/failed and waits to be judged (fenced by run_id,
     and by the owner's pid when given: a tick never ends a run its supervisor took over)."""
 
@@ -169,7 +195,7 @@ def finish_run(db: Database, job_id: int, run_id: int, *, exit_code: int | None,
         return False
     runs.record_finish(db, run_id, at=at, exit_code=exit_code, outcome=outcome,
                        session_id=session_id, cost_usd=cost_usd, tokens=tokens, detail=detail,
-                       denials=denials, fault=fault)
+                       denials=denials, fault=fault, log_tail=log_tail)
     if cost_usd:
         counters.bump(db, COST_COUNTER, round(cost_usd * 1_000_000))
     return True
@@ -230,15 +256,17 @@ def has_pending_job(db: Database, task_id: int) -> bool:
         "OR judged = 0) LIMIT 1", (task_id,)) is not None
 
 
-def tasks_needing_job(db: Database) -> list[Task]:
-    """Active, unpaused, admitted tasks with no open or unjudged job (enqueue phase)."""
+def tasks_needing_job(db: Database, host: str | None = None) -> list[Task]:
+    """Active, unpaused, admitted tasks with no open or unjudged job (enqueue phase); only
+    those pinned to HOST when given."""
+    pinned = "" if host is None else " AND host = ?"
     return tasks_of(db.all(
-        "SELECT * FROM tasks WHERE state = 'active' AND paused_at IS NULL AND admitted = 1 "
-        "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id "
+        "SELECT * FROM tasks WHERE state = 'active' AND paused_at IS NULL AND admitted = 1"
+        f"{pinned} AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id "
         "AND jobs.status IN ('queued', 'running')) "
         "AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.task_id = tasks.id "
         f"AND jobs.judged = 0 AND jobs.status IN {_FINISHED}) "
-        "ORDER BY priority DESC, id"))
+        "ORDER BY priority DESC, id", () if host is None else (host,)))
 
 
 def _text(value: str | None) -> str | None:

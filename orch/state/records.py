@@ -45,9 +45,10 @@ class _Record:
 
     @classmethod
     def from_row(cls: type[_R], row: Mapping[str, Any]) -> _R:
-        values = {name: row[name] for name in cls.columns()}
+        # a column a row lacks (added by a later migration) takes the field's default
+        values = {name: row[name] for name in cls.columns() if name in row}
         for name, kind in cls._ENUMS.items():
-            values[name] = _enum(kind, values[name])
+            values[name] = _enum(kind, values.get(name))
         for name in cls._FLAGS:
             values[name] = bool(values[name])
         return cls(**values)
@@ -82,6 +83,7 @@ class Task(_Record):
     updated_at: str
     hold_kind: HoldKind | None = None
     moved_at: str | None = None
+    host: str | None = None  # the host it is pinned to (SPEC section 11)
 
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"state": TaskState, "hold_kind": HoldKind}
     _FLAGS: ClassVar[tuple[str, ...]] = ("admitted",)
@@ -147,6 +149,7 @@ class Run(_Record):
     detail: str | None
     denials: int
     fault: str | None
+    host: str | None = None  # the host it ran on (its log is there)
 
     _ENUMS: ClassVar[dict[str, type[StrEnum]]] = {"outcome": RunOutcome}
 
@@ -159,6 +162,31 @@ class Event(_Record):
     job_id: int | None
     kind: str
     detail: str
+
+
+@frozen_record
+class Host:
+    """A row of `hosts`, its JSON columns read, with its age by the database's clock."""
+
+    name: str
+    boot_id: str | None
+    last_seen: str
+    version: str | None
+    repos: tuple[str, ...]
+    max_concurrency: int | None
+    host_max_concurrency: int | None
+    repo_limits: Mapping[str, Any]
+    home: str | None
+    last_tick_at: str | None
+    age_s: float
+
+    def alive(self, timeout_s: float) -> bool:
+        return self.age_s <= timeout_s
+
+    def repo_limit(self, repo: str, key: str) -> Any:
+        """What this host's orch.yaml sets for REPO's KEY (max_active, push, push_branches)."""
+        limits = self.repo_limits.get(repo)
+        return limits.get(key) if isinstance(limits, Mapping) else None
 
 
 def tasks_of(rows: list[dict[str, Any]]) -> list[Task]:

@@ -18,10 +18,11 @@ _SETTABLE = frozenset({"base_commit", "detail", "session_id", "cost_usd", "token
                        "exit_code", "finished_at", "denials", "fault"})
 
 
-def create(db: Database, job_id: int, started_at: str, attempt: int, log_dir: str) -> int:
-    """A new run of a job, with its log path `job-J-run-R.log` under `log_dir`."""
-    run_id = db.insert("INSERT INTO runs (job_id, started_at, attempt) VALUES (?, ?, ?) "
-                       "RETURNING id", (job_id, started_at, attempt))
+def create(db: Database, job_id: int, started_at: str, attempt: int, log_dir: str,
+           host: str | None = None) -> int:
+    """A new run of a job on HOST, with its log path `job-J-run-R.log` under `log_dir`."""
+    run_id = db.insert("INSERT INTO runs (job_id, started_at, attempt, host) "
+                       "VALUES (?, ?, ?, ?) RETURNING id", (job_id, started_at, attempt, host))
     db.execute("UPDATE runs SET log_path = ? WHERE id = ?",
                (f"{log_dir}/job-{job_id}-run-{run_id}.log", run_id))
     return run_id
@@ -61,20 +62,29 @@ def set_fields(db: Database, run_id: int, **fields: Any) -> None:
 
 def record_finish(db: Database, run_id: int, *, at: str, exit_code: int | None, outcome: str,
                   session_id: str | None, cost_usd: float | None, tokens: int | None,
-                  detail: str | None, denials: int = 0, fault: str | None = None) -> None:
+                  detail: str | None, denials: int = 0, fault: str | None = None,
+                  log_tail: str | None = None) -> None:
     db.execute(
         "UPDATE runs SET finished_at = ?, exit_code = ?, outcome = ?, session_id = ?, "
-        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail), denials = ?, fault = ? "
-        "WHERE id = ?",
+        "cost_usd = ?, tokens = ?, detail = coalesce(?, detail), denials = ?, fault = ?, "
+        "log_tail = coalesce(?, log_tail) WHERE id = ?",
         (at, exit_code, str(outcome), session_id, cost_usd, tokens, detail, denials, fault,
-         run_id))
+         log_tail, run_id))
 
 
-def end(db: Database, run_id: int, outcome: str, detail: str | None = None) -> None:
+def end(db: Database, run_id: int, outcome: str, detail: str | None = None,
+        log_tail: str | None = None) -> None:
     """Close a run row that ended without a normal finish (reaped, cancelled)."""
     db.execute("UPDATE runs SET finished_at = coalesce(finished_at, ?), "
-               "outcome = coalesce(outcome, ?), detail = coalesce(?, detail) WHERE id = ?",
-               (now_iso(), str(outcome), detail, run_id))
+               "outcome = coalesce(outcome, ?), detail = coalesce(?, detail), "
+               "log_tail = coalesce(?, log_tail) WHERE id = ?",
+               (now_iso(), str(outcome), detail, log_tail, run_id))
+
+
+def log_tail(db: Database, run_id: int) -> str | None:
+    """The last 64 KiB of a run's log, stored when it ended (shared states only)."""
+    value = db.scalar("SELECT log_tail FROM runs WHERE id = ?", (run_id,))
+    return None if value is None else str(value)
 
 
 def task_cost(db: Database, task_id: int) -> float:

@@ -1,7 +1,9 @@
-"""DDL and the ordered migrations (SPEC section 4).
+"""DDL and the ordered migrations (SPEC section 4), for SQLite and (orch.state.pg_schema)
+PostgreSQL, one list each, kept in step: version N is the same schema on both.
 
-`PRAGMA user_version` holds the schema version. Each migration runs in its own
-`BEGIN IMMEDIATE` transaction that also bumps the version, so a crash leaves
+`PRAGMA user_version` holds SQLite's schema version (PostgreSQL's: the table
+`orch_schema`). Each migration runs in its own write transaction (`BEGIN
+IMMEDIATE`; on PostgreSQL after an advisory lock) that also bumps the version, so a crash leaves
 the file at the previous version, never half-migrated; a second process that
 races the first re-reads the version inside its transaction and does nothing.
 Migrations only add (tables, columns, indexes), so a supervisor started by an
@@ -14,7 +16,6 @@ from pathlib import Path
 
 from orch.errors import DatabaseError
 from orch.state.db import Database
-from orch.state.sqlite import SqliteDatabase
 
 QUEUED_IS_CLEAN = """
     CHECK (status != 'queued' OR (run_id IS NULL AND pid IS NULL AND pid_started IS NULL
@@ -185,14 +186,53 @@ INSERT INTO counters (name, value)
 ON CONFLICT (name) DO NOTHING;
 """
 
+# Several hosts (SPEC section 11): each task's host, each run's host and log tail, the
+# hosts' heartbeat rows, and the judged artifacts, so that every host reads the same.
+V8_HOSTS = """
+ALTER TABLE tasks ADD COLUMN host TEXT;
+ALTER TABLE runs ADD COLUMN host TEXT;
+ALTER TABLE runs ADD COLUMN log_tail TEXT;
+CREATE TABLE hosts (
+    name                 TEXT PRIMARY KEY,
+    boot_id              TEXT,
+    last_seen            TEXT NOT NULL,
+    version              TEXT,
+    repos                TEXT NOT NULL DEFAULT '[]',
+    max_concurrency      INTEGER,
+    host_max_concurrency INTEGER,
+    repo_limits          TEXT NOT NULL DEFAULT '{}',
+    home                 TEXT,
+    last_tick_at         TEXT
+);
+CREATE TABLE artifacts (
+    task_id INTEGER NOT NULL REFERENCES tasks(id),
+    name    TEXT NOT NULL,
+    run_id  INTEGER,
+    content TEXT NOT NULL,
+    mtime   TEXT,
+    PRIMARY KEY (task_id, name)
+);
+CREATE INDEX tasks_open_host ON tasks (host) WHERE state != 'closed';
+"""
+
 MIGRATIONS: tuple[str, ...] = (V1_TABLES, V2_INDEXES_AND_REPOS, V3_OPEN_TASKS_BY_STATE,
                                V4_HOLD_KIND, V5_FLAT_TICK, V6_RUN_DENIALS_AND_FAULT,
-                               V7_COST_COUNTER)
+                               V7_COST_COUNTER, V8_HOSTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def migrations_for(db: Database) -> tuple[str, ...]:
+    """The migration scripts of DB's backend."""
+    if db.dialect == "sqlite":
+        return MIGRATIONS
+    from orch.state.pg_schema import PG_MIGRATIONS
+
+    return PG_MIGRATIONS
+
+
 def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
-    """Bring the file to `target`, one transaction per migration; refuse a newer file."""
+    """Bring the state to `target`, one transaction per migration; refuse a newer one."""
+    scripts = migrations_for(db)
     current = db.schema_version()
     if current > SCHEMA_VERSION:
         raise DatabaseError(
@@ -203,19 +243,14 @@ def migrate(db: Database, target: int = SCHEMA_VERSION) -> int:
         return current
     while current < target:
         with db.transaction():
+            db.lock_key("orch:migrate")  # PostgreSQL: migrating hosts take turns
             current = db.schema_version()  # another process may have migrated meanwhile
             if current >= target:
                 break
-            for statement in _statements(MIGRATIONS[current]):
-                db.execute(statement)
+            db.script(scripts[current])
             current += 1
             db.set_schema_version(current)
     return current
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (no ';' inside our DDL strings)."""
-    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def open_database(path: Path, create: bool = True) -> Database:
@@ -228,6 +263,8 @@ def open_database(path: Path, create: bool = True) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseError(f"{path}: cannot create its directory: {exc.strerror or exc}") from exc
+    from orch.state.sqlite import SqliteDatabase
+
     db = SqliteDatabase(path)
     try:
         migrate(db)

@@ -9,6 +9,7 @@ unreadable: 5).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,32 @@ class SqliteDatabase(Database):
         rows = self._cursor(f"PRAGMA integrity_check({INTEGRITY_REPORT_LINES})", ()).fetchall()
         lines = [str(row[0]) for row in rows]
         return [] if lines == ["ok"] else lines
+
+    def moved_to(self) -> str | None:
+        value = self.scalar("SELECT value FROM meta WHERE key = 'moved_to'") \
+            if self.has_table("meta") else None
+        return None if value is None else str(value)
+
+    def set_moved_to(self, location: str) -> None:
+        self.execute("INSERT INTO meta (key, value) VALUES ('moved_to', ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (location,))
+
+    def table_names(self) -> list[str]:
+        return [str(row["name"]) for row in self.all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")]
+
+    def columns(self, table: str) -> list[str]:
+        return [str(row["name"]) for row in self.all(f"PRAGMA table_info({table})")]
+
+    def insert_many(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join("?" for _ in columns)
+        try:
+            self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                                  f"VALUES ({marks})", rows)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
 
     def has_table(self, name: str) -> bool:
         return self.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",

@@ -22,8 +22,19 @@ def insert(db: Database, *, repo: str, title: str, body: str, priority: int, sta
         (repo, title, body, priority, stage, str(state), stamp, stamp, stamp))
 
 
-def get(db: Database, task_id: int) -> Task | None:
-    row = db.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+def get(db: Database, task_id: int, *, lock: bool = False) -> Task | None:
+    """A task; with LOCK (inside a write transaction) its row is locked until the
+    transaction ends, so that transactions about one task take turns on PostgreSQL
+    (SQLite's BEGIN IMMEDIATE already serializes them all)."""
+    row = db.one("SELECT * FROM tasks WHERE id = ?" + (db.row_lock if lock else ""), (task_id,))
+    return Task.from_row(row) if row else None
+
+
+def lock_of_job(db: Database, job_id: int) -> Task | None:
+    """The task of a job, its row locked (see `get`): taken before the job is re-read, so
+    a write transaction always locks the task first and the job second."""
+    row = db.one("SELECT * FROM tasks WHERE id = (SELECT task_id FROM jobs WHERE id = ?)"
+                 + db.row_lock, (job_id,))
     return Task.from_row(row) if row else None
 
 
@@ -58,6 +69,15 @@ def update(db: Database, task_id: int, expect: dict[str, Any] | None = None,
             where += f" AND {column} = ?"
             params.append(_stored(value))
     return db.execute(f"UPDATE tasks SET {sets}, updated_at = ? WHERE {where}", params) == 1
+
+
+def pinned_to(db: Database, hosts: list[str]) -> list[Task]:
+    """Open tasks pinned to one of HOSTS."""
+    if not hosts:
+        return []
+    marks = ", ".join("?" for _ in hosts)
+    return tasks_of(db.all(f"SELECT * FROM tasks WHERE state != 'closed' AND host IN ({marks}) "
+                           "ORDER BY id", hosts))
 
 
 def open_tasks(db: Database, repo: str | None = None) -> list[Task]:
@@ -129,14 +149,20 @@ def slot_holders_by_repo(db: Database, repo: str | None = None) -> dict[str, int
     return {row["repo"]: int(row["n"]) for row in rows}
 
 
-def waiting_in_fifo(db: Database, repo: str, limit: int | None) -> list[Task]:
+def waiting_in_fifo(db: Database, repo: str, limit: int | None,
+                    host: str | None = None) -> list[Task]:
     """The first `limit` unpaused waiting tasks of a repo in FIFO order (priority
-    descending, then id), read through the partial index `tasks_waiting`."""
-    sql = ("SELECT * FROM tasks WHERE state = 'waiting' AND paused_at IS NULL AND repo = ? "
-           "ORDER BY priority DESC, id")
+    descending, then id), read through the partial index `tasks_waiting`; with HOST (a
+    state shared by several hosts) only those unpinned or pinned to it."""
+    sql = "SELECT * FROM tasks WHERE state = 'waiting' AND paused_at IS NULL AND repo = ?"
+    params: tuple[Any, ...] = (repo,)
+    if host is not None:
+        sql += " AND (host IS NULL OR host = ?)"
+        params += (host,)
+    sql += " ORDER BY priority DESC, id"
     if limit is None:
-        return tasks_of(db.all(sql, (repo,)))
-    return tasks_of(db.all(sql + " LIMIT ?", (repo, limit)))
+        return tasks_of(db.all(sql, params))
+    return tasks_of(db.all(sql + " LIMIT ?", (*params, limit)))
 
 
 def at_stages_not_in(db: Database, stages: tuple[str, ...], states: tuple[str, ...]

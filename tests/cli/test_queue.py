@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -72,8 +73,8 @@ QUESTIONS_PIPELINE = textwrap.dedent("""\
 
 # The SPEC's keys, and `moved_age_s`: how long ago the task's stage or state last changed.
 TASK_KEYS = {"id", "repo", "title", "stage", "state", "round", "paused", "pause_reason",
-             "hold_reason", "age_s", "moved_age_s", "reason"}
-RUNNING_KEYS = {"job", "task", "stage", "runner", "pid", "age_s", "heartbeat_age_s"}
+             "hold_reason", "age_s", "moved_age_s", "reason", "host"}  # host: SPEC section 11
+RUNNING_KEYS = {"job", "task", "stage", "runner", "pid", "age_s", "heartbeat_age_s", "host"}
 
 
 def make_home(tmp_path: Path, git_repo: Callable[..., Path], *, pipeline: str = WORK_PIPELINE,
@@ -157,7 +158,7 @@ def test_empty_home_json_and_rich(tmp_path: Path, cli: Cli) -> None:
                     "serial_gate": {"enabled": True, "repos": {}},
                     "reaper": {"impossible_queued_total": 0, "reaped_total": 0,
                                "last_tick_at": None},
-                    "counters": view["counters"]}
+                    "counters": view["counters"], "hosts": []}  # no tick yet: no host row
     assert {"impossible_queued_total", "reaped_total", "ticks_total",
             "claims_total"} <= set(view["counters"])
     code, out, err = cli(home, "queue")
@@ -178,8 +179,11 @@ def test_json_keys_running_job_and_max_concurrency(tmp_path: Path, git_repo: Cal
         view = queue(cli, home)
     finally:
         ticker.communicate(timeout=30)
-    assert set(view) == {"tasks", "running", "serial_gate", "reaper", "counters"}
+    assert set(view) == {"tasks", "running", "serial_gate", "reaper", "counters", "hosts"}
     assert all(set(task) == TASK_KEYS for task in view["tasks"])
+    host = socket.gethostname()  # one host: this machine (no `host:` in orch.yaml)
+    assert [t["host"] for t in view["tasks"]] == [host, host]  # pinned when admitted
+    assert view["running"][0]["host"] == host
     assert [set(job) for job in view["running"]] == [RUNNING_KEYS]
     running = view["running"][0]
     assert running["job"] == 1 and running["task"] == first and running["pid"] == ticker.pid
@@ -199,6 +203,9 @@ def test_json_keys_running_job_and_max_concurrency(tmp_path: Path, git_repo: Cal
     after = queue(cli, home)
     assert after["running"] == []
     assert after["reaper"]["last_tick_at"] is not None
+    [row] = after["hosts"]
+    assert row["name"] == host and row["alive"] is True and row["running"] == 0
+    assert set(row) == {"name", "alive", "last_seen_age_s", "version", "running"}
 
 
 # --------------------------------------------------------------------------- reasons

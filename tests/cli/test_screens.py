@@ -270,7 +270,7 @@ def test_the_queue_text_folds_but_json_keeps_every_task(busy_home: Path, cli: Cl
     assert re.search(r"19 tasks wait for a slot of app: 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,", out)
     view = json.loads(cli(busy_home, "queue", "--json")[1])
     assert len(view["tasks"]) == 25
-    assert set(view) == {"tasks", "running", "serial_gate", "reaper", "counters"}
+    assert set(view) == {"tasks", "running", "serial_gate", "reaper", "counters", "hosts"}
     waiting = [t for t in view["tasks"] if t["repo"] == "app" and t["state"] == "waiting"]
     assert len(waiting) == 19 and all(t["reason"].startswith("serial gate:") for t in waiting)
 

@@ -1,6 +1,7 @@
 """Overlapping ticks and ticks killed at any instant (SPEC section 4, invariants 1-4 and 6).
 
-Real `orch tick` processes run side by side over one SQLite file; other ticks
+Real `orch tick` processes run side by side over one state (the SQLite file, or
+a PostgreSQL database: each test runs on both backends); other ticks
 are SIGKILLed at random moments (a seeded RNG) while they claim, run inline
 commands and write. Afterwards every job ran exactly once (or, when a tick
 died under it, again as a new attempt but never beside itself), every task
@@ -22,12 +23,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.db import RawDb
 from support.engine import EngineHome, finished, settle_kicks, wait_for, write_script
 
+from orch.engine.commands.init import open_state
 from orch.engine.context import Engine
 from orch.engine.tick.advance import judge_job
 from orch.state import jobs as jobs_state
-from orch.state.schema import open_database
 
 NO_GATE = {"serial_gate_enabled": False}
 
@@ -55,16 +57,13 @@ class Sampler(threading.Thread):
         self.samples = 0
 
     def run(self) -> None:
-        import sqlite3
-
-        conn = sqlite3.connect(str(self.eh.home / "orch.db"), timeout=30)
+        conn = RawDb(self.eh.location)
         try:
             while not self.stop.is_set():
-                running = conn.execute(
-                    "SELECT count(*) FROM jobs WHERE status = 'running'").fetchone()[0]
-                per_task = conn.execute(
+                running = conn.value("SELECT count(*) FROM jobs WHERE status = 'running'")
+                per_task = conn.value(
                     "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM jobs WHERE "
-                    "status IN ('queued', 'running') GROUP BY task_id)").fetchone()[0]
+                    "status IN ('queued', 'running') GROUP BY task_id) AS per_task")
                 self.max_running = max(self.max_running, running)
                 self.max_open_per_task = max(self.max_open_per_task, per_task)
                 self.samples += 1
@@ -339,7 +338,7 @@ exit 0
     wait_for(lambda: finished(eh, job["id"]), 15, "attempt 1 to end")
 
     settings = eh.settings()
-    db = open_database(settings.db_path)
+    db = open_state(settings)
     try:
         [stale] = jobs_state.unjudged(db)  # a slow tick's advance list, read now
         eh.tick()  # another tick: RETRY, requeued as attempt 2

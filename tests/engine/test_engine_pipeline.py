@@ -85,9 +85,8 @@ def test_the_demo_agents_carry_a_task_through_the_default_pipeline_to_main(eh):
 
 
 def snapshot(eh: EngineHome) -> dict[str, list]:
-    tables = [r["name"] for r in eh.rows("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                         "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-    return {name: eh.rows(f"SELECT * FROM {name} ORDER BY rowid") for name in tables}
+    with eh.connect() as conn:
+        return {name: conn.rows(f"SELECT * FROM {name} ORDER BY 1") for name in conn.tables()}
 
 
 def file_hashes(home: Path) -> dict[str, str | None]:
@@ -129,9 +128,10 @@ exec sleep 300
     rows_before = snapshot(eh)
     # fold what earlier writers left in the WAL into the file first: a checkpoint when
     # the dry run's connection closes would otherwise change the file's bytes (not its data)
-    checkpoint = sqlite3.connect(eh.home / "orch.db")
-    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    checkpoint.close()
+    if eh.backend == "sqlite":
+        checkpoint = sqlite3.connect(eh.home / "orch.db")
+        checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpoint.close()
     files_before = file_hashes(eh.home)
     done = eh.cli("tick", "--dry-run", "--json")
     assert done.returncode == 0, done.stderr

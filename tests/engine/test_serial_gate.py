@@ -2,6 +2,7 @@
 
 Real homes, real git repos, real ticks; agents are small scripts. A `command`
 pipeline keeps the gate tests fast; the questions tests use a scripted analyst.
+Every test runs on both backends: on PostgreSQL the homes get `ORCH_STATE`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ from support.engine import EngineHome, finished, wait_for, write_script
 from orch.cli import run as cli_run
 from orch.config import load_settings
 from orch.engine.commands.actions import approve_or_reject, pause, resume
+from orch.engine.commands.init import open_state
 from orch.engine.tick import run_tick
 from orch.pipeline import load_pipeline
-from orch.state.schema import open_database
 
 PY = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def backend(state_url: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state of every home of the test: its orch.db, or the PostgreSQL database."""
+    if state_url is not None:
+        monkeypatch.setenv("ORCH_STATE", state_url)
 
 
 def make_repo(path: Path) -> Path:
@@ -72,7 +80,7 @@ class Orch:
 
     def tick(self, claims: int = 10) -> dict:
         settings = load_settings(self.home)
-        db = open_database(settings.db_path)
+        db = open_state(settings)
         try:
             return run_tick(settings, load_pipeline(settings), db, max_claims=claims).as_dict()
         finally:
@@ -83,7 +91,7 @@ class Orch:
 
     def add(self, title: str, priority: int = 0, repo: str = "app") -> int:
         settings = load_settings(self.home)
-        db = open_database(settings.db_path)
+        db = open_state(settings)
         try:
             from orch.engine.commands.tasks import NewTask, add_task
 
@@ -94,7 +102,7 @@ class Orch:
             db.close()
 
     def rows(self, sql: str, *params) -> list[dict]:
-        db = open_database(self.home / "orch.db")
+        db = open_state(load_settings(self.home))
         try:
             return db.all(sql, params)
         finally:

@@ -1,7 +1,8 @@
 """Shared pieces of the job-engine tests (tests/engine/).
 
-Everything is real: a git repository and an orch home in tmp_path, the SQLite
-file, `orch tick` either in-process (`run_tick`) or as a separate process,
+Everything is real: a git repository and an orch home in tmp_path, the state
+(the SQLite file, or a real PostgreSQL database when the `eh` fixture runs a
+test on that backend), `orch tick` either in-process (`run_tick`) or as a separate process,
 supervisors and agents as processes. Only external programs are faked, as
 small scripts (a `claude` on PATH, a sleeping agent).
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,11 +28,12 @@ import yaml
 
 from orch import procs
 from orch.config import Settings, load_settings
+from orch.engine.commands.init import open_state
 from orch.engine.tick import TickReport, run_tick
 from orch.machine import Pipeline
 from orch.pipeline import load_pipeline
 from orch.state.db import Database
-from orch.state.schema import open_database
+from support.db import RawDb
 from support.env import keep_env
 from support.git import make_repo
 
@@ -98,8 +99,10 @@ def start_unrelated_sleeper(seconds: int = 60) -> subprocess.Popen[bytes]:
 class EngineHome:
     """An orch home with one repo `app`, a pipeline file and helpers to drive and inspect it."""
 
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch,
+                 state: str | None = None) -> None:
         self.root = root
+        self.state = state  # None: the home's orch.db; else a PostgreSQL URL
         self.home = root / "home"
         self.home.mkdir()
         self.repo = make_repo(root / "repos" / "app")
@@ -121,6 +124,8 @@ class EngineHome:
                                                     "default_branch": "main",
                                                     "max_active": 1, **(repo or {})}},
                                   "pipeline": "pipeline.yaml", **top}
+        if self.state is not None:
+            config.setdefault("state", self.state)
         (self.home / "orch.yaml").write_text(yaml.safe_dump(config, sort_keys=False),
                                              encoding="utf-8")
         self.write_pipeline(stages or [{"name": "run", "runner": "command",
@@ -137,9 +142,17 @@ class EngineHome:
     def pipeline(self, settings: Settings | None = None) -> Pipeline:
         return load_pipeline(settings or self.settings())
 
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.state is None else "postgres"
+
+    @property
+    def location(self) -> str:
+        return self.state or str(self.home / "orch.db")
+
     @contextmanager
     def database(self) -> Iterator[Database]:
-        db = open_database(self.home / "orch.db")
+        db = open_state(self.settings())
         try:
             yield db
         finally:
@@ -160,7 +173,7 @@ class EngineHome:
         """One tick in this process (`env` overrides configuration like ORCH_* variables)."""
         settings = self.settings(env)
         pipeline = self.pipeline(settings)
-        db = open_database(settings.db_path)
+        db = open_state(settings)
         try:
             return run_tick(settings, pipeline, db, max_claims=max_claims, dry_run=dry_run)
         finally:
@@ -203,12 +216,11 @@ class EngineHome:
             time.sleep(pause)
         return reports
 
-    # --- inspection (a separate plain sqlite3 connection each time) -------------
+    # --- inspection (a separate plain connection each time: sqlite3 or psycopg) ------
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(str(self.home / "orch.db"), timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
+    def connect(self) -> Iterator[RawDb]:
+        conn = RawDb(self.location)
         try:
             yield conn
         finally:
@@ -216,20 +228,18 @@ class EngineHome:
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self.connect() as conn:
-            return [dict(row) for row in conn.execute(sql, params).fetchall()]
+            return conn.rows(sql, params)
 
     def value(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         with self.connect() as conn:
-            row = conn.execute(sql, params).fetchone()
-            return row[0] if row is not None else None
+            return conn.value(sql, params)
 
     def write(self, sql: str, params: tuple[Any, ...] = (), *,
               ignore_checks: bool = False) -> int:
-        """A direct write (to corrupt rows on purpose); returns the row count."""
+        """A direct write (to corrupt rows on purpose); returns the row count. With
+        IGNORE_CHECKS, invariant 1's CHECK is off for it (support.db.RawDb.write)."""
         with self.connect() as conn:
-            if ignore_checks:
-                conn.execute("PRAGMA ignore_check_constraints = ON")
-            return conn.execute(sql, params).rowcount
+            return conn.write(sql, params, ignore_checks=ignore_checks)
 
     def task(self, task_id: int) -> dict[str, Any]:
         rows = self.rows("SELECT * FROM tasks WHERE id = ?", (task_id,))
@@ -260,8 +270,9 @@ class EngineHome:
         return self.rows(sql + " ORDER BY id", tuple(params))
 
     def counter(self, name: str) -> int:
-        return int(self.value("SELECT coalesce((SELECT value FROM counters WHERE name = ?), 0)",
-                              (name,)))
+        """A counter's value (on PostgreSQL the per-host rows `name@HOST` added up)."""
+        return int(self.value("SELECT coalesce(sum(value), 0) FROM counters "
+                              "WHERE name = ? OR name LIKE ?", (name, f"{name}@%")))
 
     def running_job(self, task_id: int) -> dict[str, Any] | None:
         rows = self.rows("SELECT * FROM jobs WHERE task_id = ? AND status = 'running'",
@@ -291,7 +302,7 @@ class EngineHome:
                           "OR heartbeat_mono IS NOT NULL)")
         assert dirty == [], f"queued jobs that carry run ownership: {dirty}"
         doubles = self.rows("SELECT task_id, count(*) AS n FROM jobs WHERE status IN "
-                            "('queued', 'running') GROUP BY task_id HAVING n > 1")
+                            "('queued', 'running') GROUP BY task_id HAVING count(*) > 1")
         assert doubles == [], f"tasks with more than one open job: {doubles}"
         open_runs = self.rows(
             "SELECT runs.id, runs.job_id FROM runs JOIN jobs ON jobs.id = runs.job_id "

@@ -367,3 +367,38 @@ def test_run_merge_reports_a_failed_push_as_merged_not_pushed(repo: Path, tree: 
     assert doc.meta["result"] == "merged" and doc.meta["pushed"] is False
     assert "push failed" in doc.body
 
+
+
+def test_fetch_first_rebases_onto_what_another_host_pushed(repo: Path, tree: Path,
+                                                           tmp_path: Path) -> None:
+    """SPEC section 11: a repo several hosts merge into starts from the remote's default
+    branch, so one host's merge never drifts from another's."""
+    remote = make_remote(repo, tmp_path / "shared.git")
+    git(repo, "push", "-q", "origin", "main")
+    other = tmp_path / "other-host"
+    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(other))
+    git(other, "config", "user.name", "other host")
+    git(other, "config", "user.email", "other@orch.invalid")
+    commit_file(other, "other.txt", "other\n", "merged on another host")
+    git(other, "push", "-q", "origin", "main")
+    outcome = merge_task(repo, tree, BRANCH, "main", push=True, fetch_first=True)
+    assert outcome.result == "merged" and outcome.pushed is True
+    assert git(repo, "log", "-1", "--format=%s", "main~1") == "merged on another host"
+    assert git(remote, "rev-parse", "main") == outcome.commit == ref(repo, "main")
+
+
+def test_fetch_first_blocks_when_the_default_branches_diverged(repo: Path, tree: Path,
+                                                               tmp_path: Path) -> None:
+    remote = make_remote(repo, tmp_path / "shared.git")
+    git(repo, "push", "-q", "origin", "main")
+    other = tmp_path / "other-host"
+    git(tmp_path, "clone", "-q", "-b", "main", str(remote), str(other))
+    git(other, "config", "user.name", "other host")
+    git(other, "config", "user.email", "other@orch.invalid")
+    commit_file(other, "other.txt", "other\n", "there")
+    git(other, "push", "-q", "origin", "main")
+    commit_file(repo, "local.txt", "local\n", "here")
+    before = ref(repo, "main")
+    outcome = merge_task(repo, tree, BRANCH, "main", push=True, fetch_first=True)
+    assert outcome.result == "blocked" and "diverged" in outcome.reason
+    assert ref(repo, "main") == before

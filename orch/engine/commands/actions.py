@@ -44,7 +44,8 @@ def apply_each(ids: Iterable[int], action: Callable[[int], str]) -> list[ActionR
 
 
 def _open_task(db: Database, task_id: int, verb: str) -> Task:
-    task = tasks.get(db, task_id)
+    """The open task, its row locked for the caller's transaction (see tasks.get)."""
+    task = tasks.get(db, task_id, lock=True)
     if task is None:
         raise NotFoundError(f"no such task: {task_id}")
     if task.closed:
@@ -167,7 +168,8 @@ def _kill_run(settings: Settings, job: Job, run: Run | None) -> None:
     in whatever session) and below its recorded group leader; never a reused pid."""
     from orch.procs import tree
 
-    if run is None or not procs.Identity.here().is_local(job.host, job.boot_id):
+    if run is None or not procs.Identity.here(settings.host_name).is_local(job.host,
+                                                                           job.boot_id):
         return
     root = (int(run.pgid), int(run.pgid_started)) if run.pgid and run.pgid_started else None
     tree.end_run_tree(settings.paths.run_mark(run.id), root, grace_s=settings.cancel_grace_s)

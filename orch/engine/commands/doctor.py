@@ -26,6 +26,7 @@ from orch.home import CONFIG_FILE, DB_FILE
 from orch.machine import Pipeline
 from orch.pipeline import load_pipeline
 from orch.procs import run_in_group
+from orch.state import is_postgres
 from orch.state.schema import SCHEMA_VERSION
 from orch.timeutil import parse_iso
 
@@ -71,7 +72,10 @@ def run_doctor(home: Path) -> DoctorReport:
     settings = _check_config(home, add)
     pipeline = _check_pipeline(settings, add) if settings is not None else None
     db_path = settings.db_path if settings is not None else home / DB_FILE
-    readable, last_tick = _check_database(db_path, add)
+    if settings is not None and settings.state and is_postgres(settings.state):
+        readable, last_tick = _check_shared_state(settings, add)
+    else:
+        readable, last_tick = _check_database(db_path, add)
     if settings is not None:
         _check_variables(settings, add)
         env = _check_env_file(settings, add)
@@ -163,6 +167,32 @@ def _check_database(path: Path, add: Add) -> tuple[bool, str | None]:
     check = database_check(path, list(health.problems), health.version, health.journal_mode)
     add(check)
     return check.status != FAIL, health.last_tick_at
+
+
+def _check_shared_state(settings: Settings, add: Add) -> tuple[bool, str | None]:
+    """A PostgreSQL state (SPEC section 11): reachable, its schema, and the live hosts
+    agreeing on the limits (and merge.push on every repo several hosts share)."""
+    from orch.engine.cluster import Cluster
+    from orch.engine.commands.init import open_state
+    from orch.state import counters, hosts
+    from orch.state.postgres import redact
+
+    where = redact(settings.state or "")
+    try:
+        db = open_state(settings, create=False)
+    except OrchError as exc:
+        add(Check("database", FAIL, str(exc)))
+        return False, None
+    try:
+        add(Check("database", OK, f"{where}: reachable, schema version {db.schema_version()}"))
+        cluster = Cluster.single(settings).with_hosts(hosts.all_hosts(db))
+        problems = cluster.disagreements() + cluster.shared_repos_without_push()
+        live = ", ".join(h.name for h in cluster.live()) or "none yet"
+        add(Check("hosts", FAIL, "; ".join(problems)) if problems
+            else Check("hosts", OK, f"live hosts: {live}"))
+        return True, counters.last_tick(db)
+    finally:
+        db.close()
 
 
 def database_check(path: Path, problems: list[str], version: int, mode: str) -> Check:

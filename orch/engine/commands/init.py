@@ -13,7 +13,6 @@ from orch.config import AGENT_PRESETS, Settings, load_settings
 from orch.errors import RefusedError, UsageError
 from orch.home import HOME_DIRS, Home
 from orch.state.db import Database
-from orch.state.schema import open_database
 
 REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -149,7 +148,7 @@ def init_home(home: Path, repo_options: list[str], agents: str = "claude") -> In
     settings = load_settings(home)
     for sub in HOME_DIRS:
         (home / sub).mkdir(exist_ok=True)
-    open_database(settings.db_path).close()
+    open_state(settings).close()
     return InitResult(home, written, tuple(names), repo_warnings(repos))
 
 
@@ -169,6 +168,8 @@ def repo_warnings(repos: list[tuple[str, Path]]) -> tuple[str, ...]:
     return tuple(warnings)
 
 
-def open_state(settings: Settings) -> Database:
-    """Open (creating and migrating as needed) the home's database."""
-    return open_database(settings.db_path)
+def open_state(settings: Settings, *, create: bool = True) -> Database:
+    """Open (creating and migrating as needed) the home's state: `state:` or orch.db."""
+    from orch.state import open_location
+
+    return open_location(settings.state_location, create=create, host=settings.host_name)

@@ -1,4 +1,10 @@
-"""What `orch logs` shows: a run's log, whole or followed as it grows (SPEC section 9)."""
+"""What `orch logs` shows: a run's log, whole or followed as it grows (SPEC section 9).
+
+On a state shared by several hosts (SPEC section 11) a run's log stays on the
+host that ran it. Asked on another host, `orch logs` prints the last 64 KiB
+stored with the run when it ended, or, while it runs (or when nothing was
+stored), one line saying which host holds the log and where.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 
 from orch.config import Settings
 from orch.errors import NotFoundError
-from orch.state import jobs, views
+from orch.state import jobs, runs, views
 from orch.state.db import Database
 from orch.state.records import Run
 
@@ -39,6 +45,22 @@ def run_finished(db: Database, job_id: int, run_id: int) -> bool:
         or job.status != "running" or job.run_id != run_id
 
 
+def elsewhere(settings: Settings, db: Database, run: Run, path: Path) -> bool:
+    """Did the run run on another host (its log is not here)?"""
+    return db.multi_host and bool(run.host) and run.host != settings.host_name \
+        and not path.is_file()
+
+
+def remote_log(db: Database, job_id: int, run: Run, path: Path) -> str:
+    """Another host's run: its stored tail once it ended, else where its log lives."""
+    tail = runs.log_tail(db, run.id)
+    if tail is not None and run.finished_at:
+        return tail
+    state = "ended (no tail was stored)" if run.finished_at else "is running"
+    return (f"job {job_id} run {run.id} {state} on host {run.host}: its log is {path} on "
+            f"that host (its last 64 KiB is stored here when the run ends)\n")
+
+
 class LogReader:
     """Reads a log file from where it last stopped, decoding UTF-8 across chunk edges."""
 
@@ -63,6 +85,9 @@ def print_log(settings: Settings, db: Database, job_id: int, run_id: int | None,
               ) -> None:
     """Write a run's log; with `follow`, keep writing what is appended until the run ends."""
     run, path = find_run(settings, db, job_id, run_id)
+    if elsewhere(settings, db, run, path):
+        write(remote_log(db, job_id, run, path))
+        return
     if not follow and not path.is_file():
         raise NotFoundError(f"{path}: the log of job {job_id} run {run.id} is gone "
                             "(orch gc removes the logs of closed tasks)")

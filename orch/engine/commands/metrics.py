@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orch.errors import RefusedError, UsageError
-from orch.state import counters, jobs, maint
+from orch.state import counters, hosts, jobs, maint
 from orch.state.db import Database
 from orch.timeutil import epoch_of
 
@@ -52,10 +52,21 @@ class Metrics:
     oldest_waiting_age_s: float
     taken_at: float = field(default_factory=time.time)
     repo_tasks: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo, state) -> n
+    hosts: tuple[HostGauges, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostGauges:
+    """One host of the state (SPEC section 11), by the database's clock."""
+
+    name: str
+    up: bool
+    last_seen_age_s: float
+    jobs_running: int
 
 
 def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None,
-            repos: tuple[str, ...] = ()) -> Metrics:
+            repos: tuple[str, ...] = (), host_timeout_s: float = 300) -> Metrics:
     """Read the metrics; STAGES (the pipeline's) and REPOS (the configured ones) get zero
     series for every open state."""
 
@@ -70,14 +81,20 @@ def collect(db: Database, stages: tuple[str, ...] = (), now: float | None = None
     by_repo = {(repo, state): 0 for repo in repos for state in OPEN_STATES}
     for row in maint.open_task_counts_by_repo(db):
         by_repo[(str(row["repo"]), str(row["state"]))] = int(row["n"])
-    last = counters.get_meta(db, "last_tick_at")
+    last = counters.last_tick(db)
     waiting = maint.oldest_waiting_since(db)
     return Metrics(
         counters=values, tasks=tasks, repo_tasks=by_repo, jobs_running=jobs.running_count(db),
         jobs_queued=jobs.queued_count(db),
         last_tick_at=epoch_of(last) if last else None,
         oldest_waiting_age_s=max(0.0, moment - epoch_of(waiting)) if waiting else 0.0,
-        taken_at=moment)
+        taken_at=moment, hosts=host_gauges(db, host_timeout_s))
+
+
+def host_gauges(db: Database, host_timeout_s: float) -> tuple[HostGauges, ...]:
+    running = hosts.running_by_host(db)
+    return tuple(HostGauges(host.name, host.alive(host_timeout_s), host.age_s,
+                            running.get(host.name, 0)) for host in hosts.all_hosts(db))
 
 
 def metric_name(counter: str) -> str:
@@ -131,7 +148,24 @@ def render(metrics: Metrics) -> str:
     lines += _family("orch_oldest_waiting_task_age_seconds", "gauge",
                      "Seconds since the oldest task waiting for a serial-gate slot last "
                      "changed (0: none waits).", [("", round(metrics.oldest_waiting_age_s, 3))])
+    lines += _host_families(metrics.hosts)
     return "\n".join(lines) + "\n"
+
+
+def _host_families(gauges: tuple[HostGauges, ...]) -> list[str]:
+    """Per-host gauges (SPEC section 11); one series per row of `hosts`."""
+    if not gauges:
+        return []
+    label = [(f'{{host="{_label(g.name)}"}}', g) for g in gauges]
+    lines = _family("orch_host_up", "gauge", "1 while the host's last tick is younger than "
+                    "host_timeout_s (by the database's clock), else 0.",
+                    [(key, int(g.up)) for key, g in label])
+    lines += _family("orch_host_last_seen_age_seconds", "gauge",
+                     "Seconds since the host's last tick wrote its heartbeat row.",
+                     [(key, round(g.last_seen_age_s, 3)) for key, g in label])
+    lines += _family("orch_host_jobs_running", "gauge", "Jobs running on the host now.",
+                     [(key, g.jobs_running) for key, g in label])
+    return lines
 
 
 def check_textfile_name(path: Path) -> None:

@@ -66,6 +66,7 @@ class ExplainContext:
     human_stages: frozenset[str] = frozenset()
     questions_waiting: frozenset[int] = frozenset()  # tasks with a questions file to answer
     budget_details: dict[int, str] = field(default_factory=dict)
+    here: str | None = None  # this host, on a state shared by several (names others' jobs)
     backoff_causes: dict[int, str] = field(default_factory=dict)  # task id -> why it waits
     denials: dict[int, int] = field(default_factory=dict)  # task -> its last run's denials
 
@@ -119,7 +120,8 @@ def _running_line(job: Job, ctx: ExplainContext) -> str:
         if beat > ctx.heartbeat_timeout_s:
             heard += ", overdue: the next tick reaps it if it is dead"
     pid = job.pid if job.pid is not None else "?"
-    return f"job {job.id} running (pid {pid}, {heard})"
+    where = f" on host {job.host}" if ctx.here and job.host and job.host != ctx.here else ""
+    return f"job {job.id} running{where} (pid {pid}, {heard})"
 
 
 def _paused_line(task: Task, job: Job | None) -> str:
@@ -142,6 +144,9 @@ def _needs_input_line(task: Task, ctx: ExplainContext) -> str:
 def _held_line(task: Task, ctx: ExplainContext) -> str:
     task_id = task.id
     reason = task.hold_reason or "no reason recorded"
+    if task.hold_kind == HoldKind.HOST_GONE:
+        return (f"held: {_one_line(reason)}; its worktree and files were there: "
+                f"orch task move {task_id} --host HOST, then orch retry {task_id}")
     if task.hold_kind in (HoldKind.BUDGET_DAY, HoldKind.BUDGET_TASK):
         detail = ctx.budget_details.get(task_id, "a cost ceiling was reached")
         if task.hold_kind == HoldKind.BUDGET_DAY:
@@ -231,13 +236,14 @@ class QueueView:
     reaper: dict[str, Any]
     counters: dict[str, int]
     max_concurrency: int
+    hosts: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tasks": self.tasks, "running": self.running,
                 "serial_gate": {"enabled": self.gate_enabled,
                                 "repos": {name: gate.as_dict()
                                           for name, gate in self.gates.items()}},
-                "reaper": self.reaper, "counters": self.counters}
+                "reaper": self.reaper, "counters": self.counters, "hosts": self.hosts}
 
     def for_display(self) -> dict[str, Any]:
         """as_dict() plus what the rich view also shows (unavailable repos, concurrency)."""
@@ -278,6 +284,7 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
         running=tuple(running), human_stages=human_stages,
         questions_waiting=_questions_waiting(settings, open_rows, questions_stages),
         budget_details=_budget_details(db, open_rows),
+        here=settings.host_name if db.multi_host else None,
         backoff_causes=_backoff_causes(db, job_of, now),
         denials=runs.last_denials(db, [row.id for row in open_rows]))
     shown_running = [job for job, job_repo in running_with_repo
@@ -285,11 +292,25 @@ def build_queue(settings: Settings, db: Database, repo: str | None = None,
     values = counters.all_counters(db)
     reaper = {"impossible_queued_total": values.get("impossible_queued_total", 0),
               "reaped_total": values.get("reaped_total", 0),
-              "last_tick_at": counters.get_meta(db, "last_tick_at")}
+              "last_tick_at": counters.last_tick(db)}
     return QueueView(tasks=[_task_entry(row, ctx) for row in open_rows],
                      running=[_running_entry(job, now) for job in shown_running],
                      gate_enabled=ctx.gate_enabled, gates=gates, reaper=reaper,
-                     counters=values, max_concurrency=settings.max_concurrency)
+                     counters=values, max_concurrency=settings.max_concurrency,
+                     hosts=host_entries(settings, db, running))
+
+
+def host_entries(settings: Settings, db: Database, running: list[Job]) -> list[dict[str, Any]]:
+    """The `hosts` list of `orch queue --json` (SPEC section 11): every host of the state,
+    alive or not by the database's clock, with its running jobs."""
+    from orch.state import hosts
+
+    per_host: dict[str, int] = {}
+    for job in running:
+        per_host[job.host or ""] = per_host.get(job.host or "", 0) + 1
+    return [{"name": host.name, "alive": host.alive(settings.host_timeout_s),
+             "last_seen_age_s": int(host.age_s), "version": host.version,
+             "running": per_host.get(host.name, 0)} for host in hosts.all_hosts(db)]
 
 
 def _gates(settings: Settings, db: Database, open_rows: list[Task],
@@ -349,14 +370,14 @@ def _task_entry(row: Task, ctx: ExplainContext) -> dict[str, Any]:
             "paused": row.paused, "pause_reason": row.pause_reason,
             "hold_reason": row.hold_reason, "age_s": _whole(age_s(row.created_at, ctx.now)),
             "moved_age_s": _whole(age_s(row.moved_at or row.updated_at, ctx.now)),
-            "reason": explain(row, ctx)}
+            "reason": explain(row, ctx), "host": row.host}
 
 
 def _running_entry(job: Job, now: datetime) -> dict[str, Any]:
     return {"job": job.id, "task": job.task_id, "stage": job.stage,
             "runner": job.runner, "pid": job.pid,
             "age_s": _whole(age_s(job.started_at, now)),
-            "heartbeat_age_s": _whole(age_s(job.heartbeat_at, now))}
+            "heartbeat_age_s": _whole(age_s(job.heartbeat_at, now)), "host": job.host}
 
 
 def _whole(seconds: float | None) -> int | None:

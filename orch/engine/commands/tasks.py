@@ -1,4 +1,4 @@
-"""Task operations behind `orch task ...`: add, import, list, show."""
+"""Task operations behind `orch task ...`: add, import, list, show, move."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 from orch.artifacts import TASK_FILE, render_plain_document, write_atomic
 from orch.config import Settings
-from orch.errors import ConfigError, NotFoundError, UsageError
-from orch.state import events, jobs, runs, tasks
+from orch.errors import ConfigError, NotFoundError, RefusedError, UsageError
+from orch.model import JobStatus
+from orch.state import artifacts, events, jobs, runs, tasks
 from orch.state.db import Database
 from orch.state.records import Task
 from orch.timeutil import now_iso
@@ -28,11 +29,13 @@ class NewTask:
     priority: int = 0
 
 
-def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None:
-    """Unknown repo: exit 3; an empty title: a usage error."""
+def validate_new_task(settings: Settings, new: NewTask, where: str = "",
+                      elsewhere: frozenset[str] = frozenset()) -> None:
+    """Unknown repo: exit 3; an empty title: a usage error. ELSEWHERE: the repos that
+    live hosts of a shared state have (SPEC section 11: any of them is accepted)."""
     prefix = f"{where}: " if where else ""
-    if new.repo not in settings.repos:
-        known = ", ".join(sorted(settings.repos)) or "none configured"
+    if new.repo not in settings.repos and new.repo not in elsewhere:
+        known = ", ".join(sorted(set(settings.repos) | elsewhere)) or "none configured"
         raise NotFoundError(f"{prefix}no such repo: {new.repo!r} (known: {known})")
     if not new.title.strip():
         raise UsageError(f"{prefix}title must not be empty")
@@ -40,12 +43,23 @@ def validate_new_task(settings: Settings, new: NewTask, where: str = "") -> None
         raise UsageError(f"{prefix}priority {new.priority} is out of range")
 
 
+def live_repos(settings: Settings, db: Database) -> frozenset[str]:
+    """The repos live hosts of a shared state have (empty on SQLite: just orch.yaml's)."""
+    if not db.multi_host:
+        return frozenset()
+    from orch.state import hosts
+
+    return frozenset(repo for host in hosts.all_hosts(db)
+                     if host.alive(settings.host_timeout_s) for repo in host.repos)
+
+
 def add_task(settings: Settings, db: Database, new: NewTask, first_stage: str) -> Task:
     """Insert one task (waiting at the first stage) and write its 00-task.md."""
-    validate_new_task(settings, new)
+    validate_new_task(settings, new, elsewhere=live_repos(settings, db))
     with db.transaction():
         task_id = _insert(db, new, first_stage)
         write_atomic(settings.paths.artifacts(task_id) / TASK_FILE, task_document(task_id, new))
+        _store_task_files(settings, db, [task_id])
     task = tasks.get(db, task_id)
     assert task is not None
     return task
@@ -71,15 +85,28 @@ def import_tasks(settings: Settings, db: Database, path: Path, first_stage: str)
     00-task.md is written before the commit."""
     records = read_import_file(path)
     checked = []
+    elsewhere = live_repos(settings, db)
     for line, record in records:
         new = _record_to_task(record, f"{path}:{line}")
-        validate_new_task(settings, new, f"{path}:{line}")
+        validate_new_task(settings, new, f"{path}:{line}", elsewhere)
         checked.append(new)
     with db.transaction():
         at = now_iso()  # one import, one moment: every row and event gets the same stamp
         ids = [_insert(db, new, first_stage, at) for new in checked]
         _write_task_files(settings, list(zip(ids, checked, strict=True)))
+        _store_task_files(settings, db, ids)
     return ids
+
+
+def _store_task_files(settings: Settings, db: Database, ids: list[int]) -> None:
+    """On a state shared by several hosts, 00-task.md in the state too: the host that
+    admits the task may be another (SPEC section 11)."""
+    if not db.multi_host:
+        return
+    from orch.engine.stored import store_task_file
+
+    for task_id in ids:
+        store_task_file(db, settings.paths.artifacts(task_id), task_id)
 
 
 def _write_task_files(settings: Settings, new_tasks: list[tuple[int, NewTask]]) -> None:
@@ -168,13 +195,51 @@ def task_detail(settings: Settings, db: Database, task_id: int) -> dict[str, Any
     """Everything `orch task show` prints: task, jobs, runs, events, artifacts."""
     task = get_task(db, task_id)
     folder = settings.paths.artifacts(task_id)
-    names = sorted(p.name for p in folder.iterdir() if p.is_file()
-                   and not p.name.startswith(".")) if folder.is_dir() else []
+    local = {p.name for p in folder.iterdir() if p.is_file()
+             and not p.name.startswith(".")} if folder.is_dir() else set()
+    # on a state shared by several hosts, the files stored as runs were judged count too
+    names = sorted(local | set(artifacts.names(db, task_id))) if db.multi_host \
+        else sorted(local)
     return {"task": task.as_dict(),
             "jobs": [job.as_dict() for job in jobs.for_task(db, task_id)],
             "runs": [run.as_dict() for run in runs.for_task(db, task_id)],
             "events": [event.as_dict() for event in events.for_task(db, task_id)],
             "artifacts": names}
+
+
+def move_task(db: Database, task_id: int, host: str) -> str:
+    """`orch task move ID --host H`: pin a task to another host (SPEC section 11).
+
+    Refused (exit 1) while a job of the task runs, or when H does not configure the
+    task's repo; exit 3 for an unknown task or a host that never ticked on this state.
+    The new host builds the worktree from the pushed task branch (merge.push_branches)
+    or, without one, anew from the default branch; the task's files come from the
+    state. A task held because its host is gone stays held until `orch retry`.
+    """
+    from orch.state import hosts
+
+    with db.transaction():
+        task = tasks.get(db, task_id, lock=True)
+        if task is None:
+            raise NotFoundError(f"no such task: {task_id}")
+        if task.closed:
+            raise RefusedError(f"task {task_id} is closed ({task.stage}): cannot move it")
+        target = hosts.get(db, host)
+        if target is None:
+            known = ", ".join(h.name for h in hosts.all_hosts(db)) or "none yet"
+            raise NotFoundError(f"no such host: {host!r} (hosts of this state: {known})")
+        job = jobs.open_job(db, task_id)
+        if job is not None and job.status == JobStatus.RUNNING:
+            raise RefusedError(f"task {task_id}: job {job.id} runs on host {job.host}; "
+                               "wait for it to end (or orch cancel it), then move the task")
+        if task.repo not in target.repo_limits:
+            raise RefusedError(f"host {host} does not configure repo {task.repo}")
+        if task.host == host:
+            return f"task {task_id}: already on host {host}"
+        tasks.update(db, task_id, host=host)
+        events.record(db, "moved", f"pinned to host {host} (was {task.host or 'none'}) by "
+                      "orch task move", task_id=task_id)
+    return f"task {task_id}: moved to host {host}"
 
 
 TASK_STATES = ("waiting", "active", "needs_input", "held", "closed")

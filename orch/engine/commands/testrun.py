@@ -29,7 +29,6 @@ from orch.errors import NotFoundError, UsageError
 from orch.runners.test_runner import TestOutcome, TestSettings
 from orch.state import tasks
 from orch.state.records import Task
-from orch.state.schema import open_database
 
 
 @dataclass(frozen=True)
@@ -122,10 +121,12 @@ def _plan_for_task(settings: Settings, request: TestRunRequest) -> TestRunPlan:
 def _find_task(settings: Settings, task_id: int) -> Task:
     """The task row; exit 3 when the home has no database or no such task."""
 
-    if not settings.db_path.exists():
+    if settings.state is None and not settings.db_path.exists():
         raise NotFoundError(f"no such task: {task_id} (no orch database at "
                             f"{settings.db_path}; is --home right?)")
-    db = open_database(settings.db_path, create=False)
+    from orch.engine.commands.init import open_state
+
+    db = open_state(settings, create=False)
     try:
         task = tasks.get(db, task_id)
     finally:

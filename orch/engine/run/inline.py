@@ -98,9 +98,14 @@ def run_inline(engine: Engine, task: Task, job: Job, run: Run) -> None:
             exit_code, outcome, error = dispatch(engine, task, job, run, on_start)
     except RunLost:
         return
+    tail = None
+    if engine.db.multi_host:  # another host's `orch logs` reads it from the state
+        from orch.engine.stored import log_tail
+
+        tail = log_tail(run.log_path)
     with engine.db.transaction():
         finished = jobs.finish_run(engine.db, job.id, run.id, exit_code=exit_code,
-                                   outcome=outcome, error=error)
+                                   outcome=outcome, error=error, log_tail=tail)
     if finished:
         fresh = jobs.get(engine.db, job.id)
         if fresh is not None:

@@ -48,7 +48,7 @@ class MergePlan:
     job_id: int
     run_id: int
     task_id: int
-    state: str  # where the state lives (the SQLite file)
+    state: str  # where the state lives: the SQLite file or a postgresql:// URL
     home: str
     repo: str
     repo_path: str
@@ -57,6 +57,7 @@ class MergePlan:
     default_branch: str
     push: bool
     report: str
+    fetch_first: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -132,7 +133,8 @@ def run(plan: MergePlan, db: Database) -> int:
         try:
             outcome = run_merge(Path(plan.repo_path), Path(plan.worktree), plan.branch,
                                 plan.default_branch, push=plan.push,
-                                report_path=Path(plan.report), log=say, fence=Fence(plan, db))
+                                report_path=Path(plan.report), log=say, fence=Fence(plan, db),
+                                fetch_first=plan.fetch_first)
         except FenceLost as exc:
             say(f"{exc}; nothing more was changed and no report was written")
             return EXIT_LOST

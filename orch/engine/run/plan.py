@@ -31,11 +31,12 @@ class AgentPlan:
     output: str | None          # claude-json, codex-jsonl or None
     heartbeat_interval_s: int
     cancel_grace_s: int
-    state: str                  # where the state lives (the SQLite file)
+    state: str                  # where the state lives (the SQLite file or the PostgreSQL URL)
     mark: str = ""              # the run's ORCH_RUN_MARK (docs/processes.md)
     log_max_mb: int = 100       # the run's log keeps its head and tail past this size
     home: str = ""              # the home, for the kick when the run ends
     kick: bool = False          # flags.kick_enabled
+    log_path: str = ""          # the run's log (its tail is stored when it ends, SPEC 11)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -96,9 +97,10 @@ def build_plan(engine: Engine, task: Task, job: Job, run: Run) -> AgentPlan:
         cwd=str(home.worktree(task.repo, task.id)), timeout_s=float(role.timeout_s),
         stdin=prompt if role.stdin == "prompt" else None, output=role.output,
         heartbeat_interval_s=engine.settings.heartbeat_interval_s,
-        cancel_grace_s=engine.settings.cancel_grace_s, state=str(engine.settings.db_path),
+        cancel_grace_s=engine.settings.cancel_grace_s, state=engine.settings.state_location,
         mark=mark, log_max_mb=engine.settings.log_max_mb,
-        home=str(home.root), kick=engine.settings.flags.kick_enabled)
+        home=str(home.root), kick=engine.settings.flags.kick_enabled,
+        log_path=run.log_path or str(home.log(job.id, run.id)))
 
 
 def _git_dirs(command: tuple[str, ...] | list[str], worktree: Path) -> dict[str, str]:

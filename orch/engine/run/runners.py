@@ -88,11 +88,13 @@ def _merge(engine: Engine, task: Task, job: Job, run: Run, env: dict[str, str], 
 
     repo = engine.settings.repo(task.repo)
     plan = MergePlan(
-        job_id=job.id, run_id=run.id, task_id=task.id, state=str(engine.settings.db_path),
+        job_id=job.id, run_id=run.id, task_id=task.id, state=engine.settings.state_location,
         home=str(engine.home.root), repo=task.repo, repo_path=str(repo.path),
         worktree=str(engine.home.worktree(task.repo, task.id)), branch=task.branch or "",
         default_branch=repo.default_branch, push=repo.push,
-        report=str(engine.home.artifacts(task.id) / MERGE_REPORT_FILE))
+        report=str(engine.home.artifacts(task.id) / MERGE_REPORT_FILE),
+        # several hosts merge into the repo: start from the remote's default branch
+        fetch_first=engine.db.multi_host and repo.push)
     result = procs.run_in_group(
         [sys.executable, "-m", "orch.engine.run.merge_run"], cwd=engine.home.root, env=env,
         timeout_s=COMMAND_TIMEOUT_S, log_path=log, stdin_text=plan.to_json(),

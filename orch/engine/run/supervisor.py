@@ -143,12 +143,18 @@ def _finish(db: Database, plan: AgentPlan, exit_code: int | None, outcome: str,
             tokens: int | None = None, denials: tuple[int, tuple[str, ...]] = (0, ()),
             fault: str | None = None) -> None:
     """End the run in one transaction (fenced by run_id); permission denials get an
-    event naming the tools."""
+    event naming the tools; on a state shared by several hosts the log's tail is stored
+    with the run (another host's `orch logs` reads it)."""
+    tail = None
+    if db.multi_host:
+        from orch.engine.stored import log_tail
+
+        tail = log_tail(plan.log_path)
     with db.transaction():
         ended = jobs.finish_run(db, plan.job_id, plan.run_id, exit_code=exit_code,
                                 outcome=outcome, error=error[:ERROR_LIMIT] if error else None,
                                 session_id=session_id, cost_usd=cost_usd, tokens=tokens,
-                                denials=denials[0], fault=fault)
+                                denials=denials[0], fault=fault, log_tail=tail)
         job = jobs.get(db, plan.job_id) if ended and denials[0] else None
         if job is not None:
             tools = ", ".join(denials[1]) or "unnamed tools"

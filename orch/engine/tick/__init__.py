@@ -1,5 +1,10 @@
 """One tick: sanitize, reap, advance, admit, enqueue, claim (SPEC section 5).
 
+On a state shared by several hosts (SPEC section 11) the tick first writes
+its host's heartbeat row and reads the others' (tick/hosts.py), and after
+the reap looks after the tasks of dead hosts; every phase then works on the
+tasks pinned to this host (and admits unpinned ones of the repos it has).
+
 Each phase is one module of this package and reads top to bottom as one
 call. A task or job that raises is recorded (an `error` event and the
 `errors` list) and skipped; the tick goes on. `--dry-run` runs the same code
@@ -19,7 +24,7 @@ from typing import Any
 
 from orch.config import Settings
 from orch.engine.context import Engine
-from orch.engine.tick import admit, advance, claim, enqueue, reap, sanitize
+from orch.engine.tick import admit, advance, claim, enqueue, hosts, reap, sanitize
 from orch.machine import Pipeline
 from orch.procs import Identity
 from orch.state import counters
@@ -96,9 +101,11 @@ def run_ticks_every(period_s: float, tick: Callable[[], TickReport],
 
 def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
 
-    here = Identity.here()
+    here = Identity.here(engine.host)
+    hosts.beat(engine)
     report.sanitized = sanitize.sanitize(engine)
     report.reaped = reap.reap(engine, here)
+    hosts.adopt_orphans(engine)
     advance.advance_all(engine)
     unavailable = engine_unavailable_repos(engine)
     admit.lift_day_budget_holds(engine)
@@ -107,7 +114,9 @@ def _phases(engine: Engine, report: TickReport, max_claims: int) -> None:
     report.claimed = claim.claim_and_start(engine, here, max_claims, unavailable)
     with engine.db.transaction():
         counters.bump(engine.db, "ticks_total")
-        counters.set_meta(engine.db, "last_tick_at", now_iso())
+        if not engine.db.multi_host:
+            counters.set_meta(engine.db, "last_tick_at", now_iso())
+        hosts.record_tick_end(engine)
 
 
 def engine_unavailable_repos(engine: Engine) -> dict[str, str]:

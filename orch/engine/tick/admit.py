@@ -4,7 +4,10 @@
 id, `max_active` slots; paused tasks are skipped and do not block; held and
 needs-input tasks that are not paused keep their slot; a paused task keeps
 its slot only while its job still runs. Each repo is admitted in one write
-transaction, so overlapping ticks never exceed max_active.
+transaction, so overlapping ticks never exceed max_active; on a state shared
+by several hosts the transaction first takes the repo's advisory lock, the
+slots count every host's tasks, `max_active` is the strictest among live
+hosts, and a task admitted here is pinned to this host (`tasks.host`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,19 @@ def occupies_slot(task: Task, running_tasks: set[int]) -> bool:
 
 
 def choose_admissions(open_tasks: list[Task], max_active: int, *, gate_enabled: bool,
-                      frozen: bool, running_tasks: set[int]) -> list[int]:
-    """Ids of the waiting tasks of one repo to admit now, in FIFO order."""
+                      frozen: bool, running_tasks: set[int], host: str | None = None
+                      ) -> list[int]:
+    """Ids of the waiting tasks of one repo to admit now, in FIFO order.
+
+    With HOST (a state shared by several hosts), the slots are counted over every
+    host's tasks of the repo, but only tasks that are unpinned or pinned to HOST are
+    admitted here; a waiting task pinned to another host is its host's to admit.
+    """
     if frozen:
         return []
     ordered = sorted(open_tasks, key=lambda t: (-t.priority, t.id))
-    candidates = [t.id for t in ordered if t.state == TaskState.WAITING and not t.paused]
+    candidates = [t.id for t in ordered if t.state == TaskState.WAITING and not t.paused
+                  and (host is None or t.host in (None, host))]
     if not gate_enabled:
         return candidates
     used = sum(1 for t in ordered if occupies_slot(t, running_tasks))
@@ -58,6 +68,7 @@ def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     def admit_repo(repo: str) -> list[int]:
         try:
             with db.transaction():
+                db.lock_key(f"orch:admit:{repo}")  # hosts admitting for one repo take turns
                 return _admit_repo(engine, repo, frozen=repo in frozen)
         except Exception as exc:
             raise RuntimeError(f"repo {repo}: {exc}") from exc
@@ -65,14 +76,34 @@ def admit(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     admitted: list[int] = []
     for _, ids in isolate(engine, busy, admit_repo, lambda repo: (None, None)):
         admitted += ids
+    if db.multi_host and not engine.dry_run:
+        _write_files(engine, admitted)
     return admitted
+
+
+def _write_files(engine: Engine, admitted: list[int]) -> None:
+    """The admitting host writes the task's files (00-task.md) from the state (SPEC 11)."""
+    from orch.engine.stored import restore_artifacts
+
+    def restore(task_id: int) -> None:
+        task = tasks.get(engine.db, task_id)
+        if task is not None and task.host == engine.host:
+            restore_artifacts(engine, task)
+
+    for _ in isolate(engine, admitted, restore, lambda task_id: (task_id, None)):
+        pass
+
+
+def _mine(engine: Engine, task: Task) -> bool:
+    """A task this host may act on: unpinned, or pinned here (always, on SQLite)."""
+    return engine.pinned_host is None or task.host in (None, engine.pinned_host)
 
 
 def _free_slots(engine: Engine, repo: str, holding: int) -> int | None:
     """Free slots of a repo (None: no limit, the serial gate is off)."""
     if not engine.settings.flags.serial_gate_enabled:
         return None
-    return max(0, engine.settings.repos[repo].max_active - holding)
+    return max(0, engine.hosts.repo_max_active(repo) - holding)
 
 
 def _may_admit(engine: Engine, repo: str, holding: int, frozen: bool) -> bool:
@@ -80,7 +111,7 @@ def _may_admit(engine: Engine, repo: str, holding: int, frozen: bool) -> bool:
     free = _free_slots(engine, repo, holding)
     if frozen or free == 0:
         return False
-    return bool(tasks.waiting_in_fifo(engine.db, repo, limit=1))
+    return bool(tasks.waiting_in_fifo(engine.db, repo, limit=1, host=engine.pinned_host))
 
 
 def hold_tasks_at_gone_stages(engine: Engine) -> list[int]:
@@ -96,6 +127,8 @@ def hold_tasks_at_gone_stages(engine: Engine) -> list[int]:
     held = []
     for task in tasks.at_stages_not_in(engine.db, engine.pipeline.names,
                                        (TaskState.WAITING, TaskState.NEEDS_INPUT)):
+        if not _mine(engine, task):
+            continue  # another host's: it holds it on its own tick
         with engine.db.transaction():
             fresh = tasks.get(engine.db, task.id)
             if fresh is None or fresh.state != task.state or fresh.stage != task.stage:
@@ -122,16 +155,17 @@ def _admit_repo(engine: Engine, repo: str, *, frozen: bool) -> list[int]:
     free = _free_slots(engine, repo, tasks.slot_holders_by_repo(db, repo).get(repo, 0))
     if free == 0:
         return []
-    chosen = tasks.waiting_in_fifo(db, repo, limit=free)
+    chosen = tasks.waiting_in_fifo(db, repo, limit=free, host=engine.pinned_host)
     from orch.gitops import branch_name  # lazily: most ticks admit nothing
 
     admitted = []
     for row in chosen:
         branch = row.branch or branch_name(row.id, row.title)
-        if tasks.update(db, row.id, expect={"state": TaskState.WAITING},
-                        state=TaskState.ACTIVE, admitted=True, branch=branch):
+        if tasks.update(db, row.id, expect={"state": TaskState.WAITING, "host": row.host},
+                        state=TaskState.ACTIVE, admitted=True, branch=branch,
+                        host=engine.host):
             events.record(db, "admitted", f"serial gate admitted it to {repo} "
-                          f"(branch {branch})", task_id=row.id)
+                          f"(branch {branch}, host {engine.host})", task_id=row.id)
             admitted.append(row.id)
     return admitted
 

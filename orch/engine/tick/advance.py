@@ -29,7 +29,8 @@ RETRY_OUTCOMES = {RunOutcome.FAILED: "the run failed", RunOutcome.TIMEOUT: "the 
 def advance_all(engine: Engine) -> None:
     """Judge every finished, unjudged job; one whose judging raises gets a RETRY naming the
     error (`judge_job`), and one that cannot even be given that is recorded and skipped."""
-    for _ in isolate(engine, jobs.unjudged(engine.db), lambda job: judge_job(engine, job),
+    for _ in isolate(engine, jobs.unjudged(engine.db, engine.pinned_host),
+                     lambda job: judge_job(engine, job),
                      lambda job: (job.task_id, job.id)):
         pass
 
@@ -74,6 +75,27 @@ def decide(engine: Engine, job: Job) -> Decision:
     return Decision(result.verdict, result.reason)
 
 
+def push_developer_commits(engine: Engine, job: Job) -> None:
+    """After a developer run (a `dev_done` stage) of a repo with `merge.push_branches`, push
+    the task branch to the remote, so that another host can take the task over (SPEC
+    section 11); a failed push is recorded as an event and judging goes on."""
+    from orch import gitops
+    from orch.state import events
+
+    stage = engine.pipeline.get(job.stage)
+    task = tasks.get(engine.db, job.task_id)
+    if stage is None or stage.gate != "dev_done" or task is None or not task.branch:
+        return
+    repo = engine.settings.repos.get(task.repo)
+    if repo is None or not repo.push_branches \
+            or not engine.home.worktree(task.repo, task.id).exists():
+        return
+    pushed, detail = gitops.push_task_branch(repo.path, task.branch)
+    with engine.db.transaction():
+        events.record(engine.db, "pushed" if pushed else "push-failed", detail,
+                      task_id=task.id, job_id=job.id)
+
+
 def _command_exit(job: Job, outcome: str | None) -> bool:
     """A command stage that ran and exited non-zero: the gate judges it (FAIL)."""
     return job.runner == "command" and outcome == RunOutcome.FAILED \
@@ -97,13 +119,18 @@ def _new_commits(engine: Engine, task: Task, job: Job) -> int:
 
 
 def judge_job(engine: Engine, job: Job) -> tuple[Verdict, str] | None:
-    """Decide and apply the verdict of one finished job (once).
+    """Decide and apply the verdict of one finished job (once); on a state shared by several
+    hosts the task's artifacts are stored first, so every host reads what was judged.
 
     Judging that raises (a bug, a MemoryError from a hostile artifact, git failing) is
     recorded as an error of this job and turns into a RETRY naming it (SPEC section 5),
     bounded by `max_attempts` like any other: never a job that every tick judges again.
     """
+    from orch.engine.stored import store_artifacts
+
     try:
+        store_artifacts(engine, job.task_id, job.run_id)
+        push_developer_commits(engine, job)
         verdict, reason, hold_kind = decide(engine, job)
     except Exception as exc:
         engine.record_error(job.task_id, job.id, exc)

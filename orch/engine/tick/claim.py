@@ -39,7 +39,8 @@ def claim_and_start(engine: Engine, here: Identity, max_claims: int,
             break  # nothing queued: no write lock taken
         owner = Owner(here.pid, here.started, here.host, here.boot_id, monotonic())
         got = jobs.claim_next(engine.db, now=now_iso(), runnable_at=engine.started_at,
-                              max_concurrency=engine.settings.max_concurrency,
+                              max_concurrency=engine.hosts.global_limit(),
+                              host_limit=engine.settings.host_limit,
                               owner=owner, log_dir=str(logs), exclude_repos=tuple(unavailable))
         if got is None:
             break
@@ -75,6 +76,10 @@ def start(engine: Engine, job: Job, run: Run) -> None:
     # The claim's heartbeat must not go stale while git works (or waits for the repo
     # lock) or the supervisor starts: a live tick's job would look dead to another tick.
     with Heartbeat(engine, job.id, run.id):
+        if _taken_over(engine, task, run):  # its files from the state (SPEC section 11)
+            from orch.engine.stored import restore_artifacts
+
+            restore_artifacts(engine, task)
         base = prepare_worktree(engine, task)
         runs.set_fields(engine.db, run.id, base_commit=base)
         with engine.db.transaction():
@@ -84,6 +89,16 @@ def start(engine: Engine, job: Job, run: Run) -> None:
             _start_agent(engine, tasks.get(engine.db, task.id) or task, job, run)
             return
     run_inline(engine, tasks.get(engine.db, task.id) or task, job, run)
+
+
+def _taken_over(engine: Engine, task: Task, run: Run) -> bool:
+    """On a state shared by several hosts: the task's previous run was on another host
+    (a dead host's task re-pinned here, or `orch task move`). Only then are the stored
+    files written back: a file a person removed here must stay removed."""
+    if not engine.db.multi_host:
+        return False
+    earlier = [r for r in runs.for_task(engine.db, task.id) if r.id != run.id]
+    return bool(earlier) and earlier[-1].host not in (None, engine.host)
 
 
 def prepare_worktree(engine: Engine, task: Task) -> str:
@@ -99,10 +114,25 @@ def prepare_worktree(engine: Engine, task: Task) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     engine.home.artifacts(task.id).mkdir(parents=True, exist_ok=True)
     with engine.home.repo_lock(task.repo):
-        if not path.exists() and not runs.task_has_started(engine.db, task.id) \
-                and gitops.branch_exists(repo.path, branch):
+        started = not path.exists() and runs.task_has_started(engine.db, task.id)
+        if not path.exists() and not started and gitops.branch_exists(repo.path, branch):
             branch = _own_branch(engine, task, repo.path, branch)
+        if started and repo.push_branches:
+            _fetch_pushed(engine, task, repo.path, branch)
         return gitops.ensure_worktree(repo.path, path, branch, repo.default_branch)
+
+
+def _fetch_pushed(engine: Engine, task: Task, repo_path: Path, branch: str) -> None:
+    """A started task with no worktree here (taken over from another host, SPEC section 11):
+    its branch as the last developer run pushed it; a failed fetch is recorded and the
+    worktree is built from what this clone has."""
+    from orch import gitops
+
+    fetched, detail = gitops.fetch_task_branch(repo_path, branch)
+    with engine.db.transaction():
+        events.record(engine.db, "branch", f"worktree rebuilt from the pushed branch: {detail}"
+                      if fetched else f"{detail}; building the worktree from this clone",
+                      task_id=task.id)
 
 
 def _own_branch(engine: Engine, task: Task, repo_path: Path, taken: str) -> str:
@@ -127,6 +157,7 @@ def _stage_gone(engine: Engine, task: Task, job: Job, run: Run) -> bool:
         return False
     move = machine.enter(engine.pipeline, job.stage, task.round)
     with engine.db.transaction():
+        tasks.get(engine.db, task.id, lock=True)
         runs.end(engine.db, run.id, RunOutcome.CANCELLED, f"not started: {move.note}")
         fresh = jobs.get(engine.db, job.id)
         assert fresh is not None
@@ -147,7 +178,7 @@ def _over_budget(engine: Engine, task: Task, job: Job, run: Run) -> bool:
     if which is None:
         return False
     with engine.db.transaction():
-        fresh_task = tasks.get(engine.db, task.id)
+        fresh_task = tasks.get(engine.db, task.id, lock=True)
         fresh = jobs.get(engine.db, job.id)
         assert fresh is not None
         runs.end(engine.db, run.id, RunOutcome.CANCELLED, f"not started: {which}")

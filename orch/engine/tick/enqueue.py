@@ -17,7 +17,7 @@ from orch.state.records import Task
 
 def enqueue(engine: Engine, unavailable: dict[str, str]) -> list[int]:
     """Give each active, unpaused task with no open or unjudged job a job for its stage."""
-    candidates = [task for task in jobs.tasks_needing_job(engine.db)
+    candidates = [task for task in jobs.tasks_needing_job(engine.db, engine.pinned_host)
                   if task.repo not in unavailable]
 
     def enqueue_one(task: Task) -> int | None:
@@ -30,7 +30,7 @@ def enqueue(engine: Engine, unavailable: dict[str, str]) -> list[int]:
 
 def _enqueue_one(engine: Engine, task: Task) -> int | None:
     db = engine.db
-    fresh = tasks.get(db, task.id)
+    fresh = tasks.get(db, task.id, lock=True)
     if fresh is None or fresh.state != TaskState.ACTIVE or fresh.paused \
             or jobs.has_pending_job(db, task.id):
         return None

@@ -10,6 +10,7 @@ another process is never signalled.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -34,9 +35,16 @@ class Liveness:
 
 
 def check_liveness(job: Job, here: Identity, timeout_s: float, now_mono: float,
-                   now_wall: float) -> Liveness:
-    """Is a running job's owner still alive? Evidence names the check that said dead."""
+                   now_wall: float, host_alive: Callable[[str], bool] = lambda _: False
+                   ) -> Liveness:
+    """Is a running job's owner still alive? Evidence names the check that said dead.
+
+    A job of another host is that host's while HOST_ALIVE says its row is fresh
+    (SPEC section 11); once the host is dead or unknown, the job's wall-clock
+    heartbeat alone decides, and nothing of it is ours to signal."""
     if job.host and job.host != here.host:
+        if host_alive(job.host):
+            return Liveness(False, f"host {job.host} is alive: its own tick judges it", False)
         age = now_wall - epoch_of(job.heartbeat_at) if job.heartbeat_at else None
         if age is None or age > timeout_s:
             return Liveness(True, f"heartbeat from host {job.host} is stale "
@@ -68,7 +76,8 @@ def reap(engine: Engine, here: Identity) -> list[int]:
     timeout = engine.settings.heartbeat_timeout_s
 
     def reap_if_dead(job: Job) -> bool:
-        verdict = check_liveness(job, here, timeout, monotonic(), time.time())
+        verdict = check_liveness(job, here, timeout, monotonic(), time.time(),
+                                 engine.hosts.is_alive)
         return verdict.dead and _reap_one(engine, job, verdict)
 
     return [job.id for job, reaped in isolate(engine, jobs.running(engine.db), reap_if_dead,
@@ -125,18 +134,30 @@ def _merge_fence(engine: Engine, job: Job) -> AbstractContextManager[None]:
     return engine.home.repo_lock(task.repo, wait_s=REAP_LOCK_WAIT_S)
 
 
+def _tail(engine: Engine, run_id: int) -> str | None:
+    """The local run's log tail, for a state shared by several hosts (SPEC section 11)."""
+    if not engine.db.multi_host:
+        return None
+    from orch.engine.stored import log_tail
+
+    run = runs.get(engine.db, run_id)
+    return log_tail(run.log_path) if run is not None else None
+
+
 def _reap_one(engine: Engine, job: Job, verdict: Liveness) -> bool:
     left = kill_leftovers(engine, job) if verdict.local else Leftovers("not on this machine")
     killed = left.text
     db = engine.db
     with _merge_fence(engine, job), db.transaction():
+        tasks.lock_of_job(db, job.id)  # the task first, then the job (see tasks.get)
         fresh = jobs.get(db, job.id)
         if fresh is None or fresh.status != JobStatus.RUNNING or fresh.run_id != job.run_id \
                 or fresh.pid != job.pid:
             return False  # it finished, or its supervisor registered, meanwhile
         task = tasks.get(db, fresh.task_id)
         assert task is not None and fresh.run_id is not None
-        runs.end(db, fresh.run_id, RunOutcome.REAPED, verdict.evidence)
+        runs.end(db, fresh.run_id, RunOutcome.REAPED, verdict.evidence,
+                 _tail(engine, fresh.run_id) if verdict.local else None)
         counters.bump(db, "reaped_total")
         events.record(db, "reaped", f"run {fresh.run_id} reaped: {verdict.evidence}; {killed}",
                       task_id=task.id, job_id=fresh.id)
