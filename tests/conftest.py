@@ -4,6 +4,7 @@ in-process. Helpers that are not fixtures live in tests/support/ (imported as `s
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,13 @@ from support.cli import CliResult
 from support.git import make_repo
 
 import orch.cli
+
+# A suite started in the background by a non-interactive shell (`nohup ... &`, some CI
+# runners) inherits SIGINT ignored, and so would every orch it starts: the tests that
+# press Ctrl-C (SIGINT to a real subprocess) would find it ignored. An ignored signal
+# stays ignored across exec; a handled one is reset to the default, so handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Real servers and users for the tests that need them (PostgreSQL, sshd, an unprivileged user).
 pytest_plugins = ["support.fixtures"]
