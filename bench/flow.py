@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from run import (
+from common import (
     OLD,
     BenchError,
     Profile,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from run import (
+from common import (
     CLAIM_PIPELINE,
     OLD,
     BenchError,
@@ -159,7 +159,7 @@ def _claims(runner: Runner, homes: list[Path], jobs: int, again: Callable[[Path]
 
 
 def bench_hosts(runner: Runner, profile: Profile, notes: list[str]) -> list[Row]:
-    from run import _tick_again, check_orch_once
+    from common import check_orch_once, tick_again
 
     server = _pg_server()
     if server is None:
@@ -174,7 +174,7 @@ def bench_hosts(runner: Runner, profile: Profile, notes: list[str]) -> list[Row]
         for rep in range(profile.claim_reps):
             home = claim_home(runner, runner.tmp / f"hosts-sqlite-{rep}", jobs)
             walls["sqlite"].append(_claims(runner, [home], jobs,
-                                           lambda out: _tick_again(out, jobs)))
+                                           lambda out: tick_again(out, jobs)))
             check_orch_once(home, jobs)
             for n in HOSTS:
                 database = server.create_database()
@@ -184,7 +184,7 @@ def bench_hosts(runner: Runner, profile: Profile, notes: list[str]) -> list[Row]
                 sampler.start()
                 try:
                     walls[f"pg-{n}"].append(_claims(runner, homes, jobs,
-                                                    lambda out: _tick_again(out, jobs)))
+                                                    lambda out: tick_again(out, jobs)))
                 finally:
                     sampler.done.set()
                     sampler.join()

@@ -200,7 +200,7 @@ def _add_cgroup_and_root(table: Mapping[int, Proc], cgroup: Path | None,
                          root: Identity | None, barred: set[int],
                          found: dict[int, Proc]) -> None:
     """Add the members of `cgroup` and the root itself (when its start time matches)."""
-    for pid in _cgroup_pids(cgroup) if cgroup is not None else ():
+    for pid in cgroup_pids(cgroup) if cgroup is not None else ():
         member = table.get(pid)
         if member is not None and _eligible(member, barred):
             found.setdefault(pid, member._replace(evidence="cgroup"))
@@ -248,7 +248,13 @@ def _walk_down(table: Mapping[int, Proc], starts: list[int], mark: str | None,
 
 
 
-def _cgroup_pids(path: Path) -> list[int]:
-    from orch.procs.subreaper import cgroup_pids  # the optional cgroup extra
-
-    return cgroup_pids(path)
+def cgroup_pids(path: Path) -> list[int]:
+    """Pids in the cgroup at `path` and its sub-cgroups ([] when it is gone)."""
+    pids: list[int] = []
+    for directory, _, _ in os.walk(path):
+        try:
+            text = (Path(directory) / "cgroup.procs").read_text(encoding="ascii")
+        except OSError:
+            continue
+        pids.extend(int(word) for word in text.split())
+    return pids

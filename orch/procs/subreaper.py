@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from orch.procs.marks import check_mark
-from orch.procs.scan import ZOMBIE, self_and_ancestors, snapshot
+from orch.procs.scan import ZOMBIE, cgroup_pids, self_and_ancestors, snapshot
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
@@ -130,18 +130,6 @@ def join_cgroup(path: Path, pid: int = 0) -> bool:
     return True
 
 
-def cgroup_pids(path: Path) -> list[int]:
-    """Pids in the cgroup at `path` and its sub-cgroups ([] when it is gone)."""
-    pids: list[int] = []
-    for directory, _, _ in os.walk(path):
-        try:
-            text = (Path(directory) / "cgroup.procs").read_text(encoding="ascii")
-        except OSError:
-            continue
-        pids.extend(int(word) for word in text.split())
-    return pids
-
-
 def holds_us(path: Path) -> bool:
     """True when the caller or an ancestor is in the cgroup (cgroup.kill would hit us)."""
     return bool(set(cgroup_pids(path)) & self_and_ancestors(snapshot()))
@@ -168,5 +156,3 @@ def remove_run_cgroup(path: Path) -> bool:
             return False
         raise
     return True
-
-

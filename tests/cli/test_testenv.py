@@ -201,7 +201,9 @@ def test_test_run_without_a_home_detects_the_project(tmp_path: Path, cli: Cli,
         "def add(a, b):\n    return a + b\n")
     code, out, err = cli(tmp_path / "no-home", "test-run", str(repo))
     assert code == 0, out + err
-    assert f"{repo}/.venv/bin/python -m pytest -q" in out.splitlines()[0]
+    # the test command's own output comes first, live; then orch's verdict line
+    verdict = next(line for line in out.splitlines() if line.startswith("PASS ("))
+    assert f"{repo}/.venv/bin/python -m pytest -q" in verdict
     assert "detected: the virtualenv .venv/" in out
     assert not (tmp_path / "no-home").exists()
 

@@ -12,7 +12,6 @@ from orch.engine.context import Engine
 from orch.engine.moves import hold
 from orch.model import HoldKind
 from orch.state import tasks as tasks_state
-from orch.state.schema import open_database
 
 
 def test_a_hold_read_before_an_orch_cancel_leaves_the_task_cancelled(eh: EngineHome) -> None:
@@ -20,16 +19,13 @@ def test_a_hold_read_before_an_orch_cancel_leaves_the_task_cancelled(eh: EngineH
     then the tick's hold arrived: the task stays closed, no `held` event."""
     task = eh.add_task("races")
     settings = eh.settings()
-    db = open_database(settings.db_path)
-    try:
+    with eh.database() as db:
         stale = tasks_state.get(db, task)
         assert stale is not None and not stale.closed
         done = eh.cli("cancel", str(task))
         assert done.returncode == 0, done.stderr
         engine = Engine(settings, eh.pipeline(settings), db)
         assert hold(engine, stale, None, "budget", HoldKind.BUDGET_TASK) is False
-    finally:
-        db.close()
     after = eh.task(task)
     assert after["state"] == "closed" and after["hold_kind"] is None
     assert eh.events(task, "held") == []

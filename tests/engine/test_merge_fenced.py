@@ -156,7 +156,7 @@ def test_a_merge_run_that_no_longer_owns_its_job_changes_nothing(eh: EngineHome)
     job = next(j for j in eh.jobs(task) if j["stage"] == "merge")
     assert job["status"] == "queued" and job["run_id"] is None
     plan = MergePlan(job_id=job["id"], run_id=999, task_id=task,
-                     state=str(eh.home / "orch.db"), home=str(eh.home), repo="app",
+                     state=eh.location, home=str(eh.home), repo="app",
                      repo_path=str(eh.repo), worktree=str(eh.home / "worktrees" / "app" /
                                                           str(task)),
                      branch=row["branch"], default_branch="main", push=False,

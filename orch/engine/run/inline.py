@@ -10,15 +10,12 @@ in the same tick once the run ends.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from orch.engine.context import Engine
 from orch.engine.tick.advance import judge_job
 from orch.state import jobs, runs
 from orch.state.records import Job, Run, Task
 from orch.timeutil import monotonic, now_iso
-
-OnStart = Callable[[int, int], None]
 
 
 class Heartbeat:

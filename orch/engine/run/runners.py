@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from orch import gitops, procs
 from orch.engine.context import Engine
-from orch.engine.run.inline import OnStart
 from orch.model import RunOutcome
 from orch.state import runs
 from orch.state.records import Job, Run, Task
 
 RunResult = tuple[int | None, str, str | None]
 COMMAND_TIMEOUT_S = 3600.0
+
+
+# Called with the process group and its start time once the run's command started.
+OnStart = Callable[[int, int], None]
 
 
 def dispatch(engine: Engine, task: Task, job: Job, run: Run, on_start: OnStart) -> RunResult:
