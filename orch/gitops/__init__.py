@@ -174,31 +174,29 @@ def push_task_branch(repo_path: Path, branch: str) -> tuple[bool, str]:
     """Push BRANCH to origin's branch of the same name, replacing it (the task branch is the
     task's own; a merge may have rebased it). For `merge.push_branches` (SPEC section 11):
     another host can rebuild the task's worktree from it. Returns (pushed, what happened)."""
-    try:
-        result = _git(repo_path, "push", "--force", "origin",
-                      f"refs/heads/{branch}:refs/heads/{branch}", check=False,
-                      timeout=PUSH_TIMEOUT_S)
-    except GitError as exc:
-        return False, f"push of {branch} to origin failed: {exc}"
-    if result.ok:
-        return True, f"pushed {branch} to origin"
-    detail = result.stderr.strip() or f"exit status {result.status}"
-    return False, f"push of {branch} to origin failed: {detail}"
+    return remote_step(repo_path, ("push", "--force", "origin",
+                                   f"refs/heads/{branch}:refs/heads/{branch}"),
+                       f"pushed {branch} to origin", f"push of {branch} to origin failed")
 
 
 def fetch_task_branch(repo_path: Path, branch: str) -> tuple[bool, str]:
     """Set the local BRANCH to origin's (a task taken over from a dead host: its worktree is
     rebuilt from the pushed branch). Only while BRANCH is checked out nowhere."""
+    return remote_step(repo_path, ("fetch", "origin", f"+refs/heads/{branch}:refs/heads/{branch}"),
+                       f"fetched {branch} from origin", f"fetch of {branch} from origin failed")
+
+
+def remote_step(repo_path: Path, args: tuple[str, ...], done: str, failed: str
+                ) -> tuple[bool, str]:
+    """A git command that talks to a remote (bounded by PUSH_TIMEOUT_S): (True, DONE), or
+    (False, "FAILED: why") with git's own message."""
     try:
-        result = _git(repo_path, "fetch", "origin",
-                      f"+refs/heads/{branch}:refs/heads/{branch}", check=False,
-                      timeout=PUSH_TIMEOUT_S)
+        result = _git(repo_path, *args, check=False, timeout=PUSH_TIMEOUT_S)
     except GitError as exc:
-        return False, f"fetch of {branch} from origin failed: {exc}"
+        return False, f"{failed}: {exc}"
     if result.ok:
-        return True, f"fetched {branch} from origin"
-    detail = result.stderr.strip() or f"exit status {result.status}"
-    return False, f"fetch of {branch} from origin failed: {detail}"
+        return True, done
+    return False, f"{failed}: {result.stderr.strip() or f'exit status {result.status}'}"
 
 
 def _quiet(_message: str) -> None:

@@ -37,6 +37,7 @@ from orch.gitops import (
     _worktrees,
     ensure_worktree,
     head_commit,
+    remote_step,
 )
 
 
@@ -235,15 +236,8 @@ def _push(repo_path: Path, branch: str, log: Log) -> tuple[bool, str]:
     """Push BRANCH; (pushed, what happened)."""
     remote, remote_ref = _push_target(repo_path, branch)
     log(f"pushing {branch} to {remote} ({remote_ref})")
-    try:
-        result = _git(repo_path, "push", remote, f"refs/heads/{branch}:{remote_ref}",
-                      check=False, timeout=PUSH_TIMEOUT_S)
-    except GitError as exc:
-        return False, f"push to {remote} failed: {exc}"
-    if result.ok:
-        return True, f"pushed to {remote}"
-    detail = result.stderr.strip() or f"exit status {result.status}"
-    return False, f"push to {remote} failed: {detail}"
+    return remote_step(repo_path, ("push", remote, f"refs/heads/{branch}:{remote_ref}"),
+                       f"pushed to {remote}", f"push to {remote} failed")
 
 
 def _blocked(reason: str, *, defer: bool = False) -> MergeOutcome:
