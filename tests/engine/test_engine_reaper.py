@@ -207,7 +207,9 @@ def test_a_reused_pid_is_dead_and_never_signalled(eh, case):
         assert report.reaped == [job["id"]]
         detail = eh.events(task, "reaped")[0]["detail"]
         if case == "group-leader-reused":
-            assert f"no process has pid {job['pid']}" in detail
+            # a killed supervisor whose parent has not reaped it yet is a zombie: dead too
+            assert re.search(rf"no process has pid {job['pid']}|pid {job['pid']} is a zombie",
+                             detail), detail
         else:
             assert "start time differs: pid reused" in detail
         assert "no process of the run was left" in detail  # the other pid: never ours
